@@ -1,0 +1,51 @@
+"""Score a model on labelled images: one code path for .keras, FP32 .onnx and INT8 .onnx models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import LoadedSplit, list_labelled_files, load_files, resolve_eval_folder
+from .errors import ModelError
+from .metrics import compute_metrics
+
+log = logging.getLogger(__name__)
+
+
+def load_classifier(path: Path):
+    """An OnnxClassifier or KerasClassifier by file suffix; TensorFlow is imported only for .keras."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from .onnx_tools import OnnxClassifier
+
+        return OnnxClassifier(path)
+    if path.suffix == ".keras":
+        from .model import KerasClassifier
+
+        return KerasClassifier(path)
+    raise ModelError(f"{path}: unknown model type (expected a .keras or .onnx file)")
+
+
+def predict_probabilities(classifier, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(classifier.predict(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)])
+
+
+def load_eval_data(data: Path, split: str, class_names: Sequence[str], prep) -> LoadedSplit:
+    """Images of `data` (a dataset root's split, or a folder of class folders) preprocessed for the model."""
+    folder = resolve_eval_folder(data, split, class_names)
+    loaded = load_files(list_labelled_files(folder, class_names), prep)
+    log.info("%s: %d images%s", folder, len(loaded.y), f", {len(loaded.skipped)} skipped" if loaded.skipped else "")
+    return loaded
+
+
+def score(classifier, loaded: LoadedSplit, batch_size: int = 64) -> tuple[dict, np.ndarray]:
+    """Metrics (the metrics.json contract) and the probabilities of every image."""
+    probabilities = predict_probabilities(classifier, loaded.x, batch_size)
+    metrics = compute_metrics(loaded.y, probabilities.argmax(axis=1), classifier.class_names)
+    metrics["model"] = str(classifier.path)
+    metrics["data"] = str(loaded.folder)
+    return metrics, probabilities

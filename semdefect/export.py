@@ -1,0 +1,60 @@
+"""Keras -> ONNX with tf2onnx, our metadata inside, checked against Keras (workstation side)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(model, facts: dict[str, str], path: Path, opset: int = 17) -> None:
+    """Convert with a named dynamic batch dimension, write the metadata, check the graph, save atomically."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its optimiser's INFO lines are for its developers
+    size = int(facts["image_size"])
+    spec = [tf.TensorSpec((None, size, size, 1), tf.float32, name="image")]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    set_metadata(proto, facts)
+    proto.producer_name = "semdefect"
+    onnx.checker.check_model(proto)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def set_metadata(proto, facts: dict[str, str]) -> None:
+    """Replace the model's metadata_props with `facts` (quantization and other passes may drop them)."""
+    del proto.metadata_props[:]
+    for key, value in facts.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def copy_metadata(source: Path, target: Path) -> None:
+    """Give `target` the metadata of `source`, rewriting the file atomically."""
+    import onnx
+
+    facts = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    proto = onnx.load(str(target))
+    set_metadata(proto, facts)
+    with atomic_path(target) as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Largest absolute difference of probabilities and top-1 agreement between two models' outputs."""
+    if reference.shape != candidate.shape:
+        raise ModelError(f"output shapes differ: {reference.shape} vs {candidate.shape}")
+    return {"images": int(len(reference)),
+            "max_abs_diff": float(np.max(np.abs(reference - candidate))) if len(reference) else 0.0,
+            "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))) if len(reference) else 1.0}

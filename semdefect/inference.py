@@ -1,0 +1,84 @@
+"""Classify image files with an ONNX model (board side: onnxruntime, numpy, Pillow).
+
+Files are decoded and preprocessed by a small thread pool while the session runs the previous batch
+(Pillow and onnxruntime both release the GIL), so the board's cores work together. An unreadable file
+becomes an error row; it never stops the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+from .files import write_json_atomic, write_text_atomic
+from .images import load_image
+from .onnx_tools import OnnxClassifier, top_k
+
+COLUMNS = ("path", "label", "confidence", "top3", "status", "error")
+
+
+@dataclass
+class Row:
+    path: str
+    label: str = ""
+    confidence: float | None = None
+    top3: list[tuple[str, float]] | None = None
+    status: str = "ok"
+    error: str = ""
+
+
+def error_row(path: Path, reason: str) -> Row:
+    return Row(str(path), status="error", error=reason)
+
+
+def classify(classifier: OnnxClassifier, paths: Sequence[Path], batch_size: int = 32,
+             workers: int = 2) -> Iterator[Row]:
+    """Yield one row per path, in order."""
+    prep = classifier.prep
+
+    def load(path: Path):
+        try:
+            return load_image(path, prep)
+        except ImageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            loaded = list(pool.map(load, chunk))
+            good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
+            probabilities = classifier.predict(np.stack([loaded[i] for i in good])) if good else []
+            by_index = dict(zip(good, probabilities))
+            for i, path in enumerate(chunk):
+                if i not in by_index:
+                    yield error_row(path, loaded[i])
+                    continue
+                best = top_k(by_index[i], classifier.class_names, 3)
+                yield Row(str(path), best[0][0], best[0][1], best)
+
+
+def format_top3(top3: list[tuple[str, float]] | None) -> str:
+    return " ".join(f"{name}:{p:.3f}" for name, p in top3 or [])
+
+
+def write_rows(rows: Sequence[Row], path: Path) -> None:
+    """CSV or JSON by the file's suffix, written atomically."""
+    if path.suffix.lower() == ".json":
+        write_json_atomic(path, [{"path": r.path, "label": r.label, "confidence": r.confidence,
+                                  "top3": [{"label": n, "confidence": p} for n, p in r.top3 or []],
+                                  "status": r.status, "error": r.error} for r in rows])
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([r.path, r.label, "" if r.confidence is None else f"{r.confidence:.4f}",
+                         format_top3(r.top3), r.status, r.error])
+    write_text_atomic(path, buffer.getvalue())

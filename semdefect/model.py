@@ -1,0 +1,100 @@
+"""Keras model builders and the .keras file with our facts inside (workstation side: TensorFlow).
+
+The reference model of the design is built exactly: Conv 16/32/64 (3x3, ReLU, 'valid') each followed by
+2x2 max-pooling, then Flatten -> Dense 128 -> Dense n softmax. `head: gap` swaps Flatten for global average
+pooling (33 k instead of 1.63 M parameters). Input is already scaled to [0, 1] by `images.load_image`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the user's terminal
+
+import keras  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .errors import ModelError  # noqa: E402
+from .files import atomic_path  # noqa: E402
+from .images import Preprocess  # noqa: E402
+from .onnx_tools import check_model_file, parse_facts  # noqa: E402
+
+FACTS_NAME = "semdefect.json"  # our metadata, stored as one more member of the .keras zip
+
+
+def build_model(num_classes: int, image_size: int, head: str = "flatten", dropout: float = 0.0) -> keras.Model:
+    inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+    x = inputs
+    for filters in (16, 32, 64):
+        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{filters}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{filters}")(x)
+    x = keras.layers.Flatten(name="flatten")(x) if head == "flatten" else keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(128, activation="relu", name="dense128")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"sem_cnn_{head}")
+
+
+def model_facts(class_names: Sequence[str], prep: Preprocess) -> dict[str, str]:
+    """The facts every model file carries, as strings (the ONNX metadata contract)."""
+    return {
+        "class_names": json.dumps(list(class_names)),
+        "image_size": str(prep.image_size),
+        "channels": "1",
+        "preprocess": prep.to_metadata(),
+        "semdefect_version": __version__,
+    }
+
+
+def save_model(model: keras.Model, path: Path, facts: dict[str, str], include_optimizer: bool = False) -> None:
+    """Save atomically, with our facts inside the file; without optimizer state unless asked (checkpoints)."""
+    if not include_optimizer and getattr(model, "optimizer", None) is not None:
+        bare = keras.Model.from_config(model.get_config())  # clone_model would copy the optimizer too
+        bare.set_weights(model.get_weights())
+        model = bare
+    with atomic_path(path) as tmp:
+        tmp.unlink()  # Keras refuses to write over an existing path without asking
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(FACTS_NAME, json.dumps(facts, indent=2))
+
+
+def load_model(path: Path, compile: bool = False) -> tuple[keras.Model, dict[str, str]]:
+    """Load a .keras file written by `save_model`, with errors that say what is wrong with it."""
+    path = check_model_file(path, ".keras")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras model (not a .keras zip archive; corrupt or truncated?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            facts = json.loads(archive.read(FACTS_NAME)) if FACTS_NAME in archive.namelist() else None
+        model = keras.models.load_model(path, compile=compile)
+    except Exception as exc:  # Keras raises many kinds for a damaged archive; all mean "cannot load"
+        raise ModelError(f"{path}: cannot load Keras model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if facts is None:
+        raise ModelError(f"{path}: no {FACTS_NAME} inside; not a model written by semdefect's train_model.py")
+    return model, facts
+
+
+class KerasClassifier:
+    """A .keras model with its facts: the same interface as `onnx_tools.OnnxClassifier`."""
+
+    def __init__(self, path: Path):
+        self.path = check_model_file(path, ".keras")
+        self.model, facts = load_model(self.path)
+        self.info = parse_facts(facts, self.path)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info.class_names
+
+    @property
+    def prep(self) -> Preprocess:
+        return self.info.prep
+
+    def predict(self, batch):
+        return self.model.predict_on_batch(batch)

@@ -1,0 +1,249 @@
+"""Input pipeline, train-only augmentation and the fit loop with checkpoints (workstation side: TensorFlow).
+
+Images are loaded once into memory through `images.load_image`; batches are cut from those arrays, so the
+model trains on exactly what evaluation and the board will feed it. Augmentation happens on the batch, in
+numpy, from a random generator seeded by (seed, epoch, batch): the same seed gives the same batches, also
+after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import save_resolved
+from .dataset import LoadedSplit, load_split
+from .errors import ConfigError
+from .files import atomic_path, write_json_atomic
+from .images import Preprocess
+from .model import build_model, load_model, model_facts, save_model
+
+import keras  # noqa: E402  (imported after .model, which quiets TensorFlow's start-up logging)
+
+log = logging.getLogger(__name__)
+
+
+def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:
+    """Random flips, 90-degree rotations, brightness/contrast and noise; returns a new array.
+
+    A top-down SEM image has no preferred orientation, detector gain and offset vary from tool to tool,
+    and shot noise varies with beam current: the label survives all of these.
+    """
+    x = x.copy()
+    n = len(x)
+    flip = rng.random(n) < 0.5
+    x[flip] = x[flip][:, :, ::-1]
+    turns = rng.integers(0, 4, n)
+    for k in (1, 2, 3):
+        x[turns == k] = np.rot90(x[turns == k], k, axes=(1, 2))
+    contrast = rng.uniform(0.8, 1.25, (n, 1, 1, 1)).astype(np.float32)
+    brightness = rng.uniform(-0.1, 0.1, (n, 1, 1, 1)).astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = (x - mean) * contrast + mean + brightness
+    if noise_std > 0:
+        sigma = (noise_std * rng.random((n, 1, 1, 1))).astype(np.float32)
+        x = x + sigma * rng.standard_normal(x.shape, dtype=np.float32)
+    return np.clip(x, 0.0, 1.0)
+
+
+class BatchSequence(keras.utils.PyDataset):
+    """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, noise_std: float):
+        super().__init__()
+        self.x, self.y = x, y
+        self.batch_size, self.seed = batch_size, seed
+        self.augment, self.noise_std = augment, noise_std
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        xb = self.x[idx]
+        if self.augment:
+            xb = augment_batch(xb, np.random.default_rng([self.seed, self.epoch, index]), self.noise_std)
+        return xb, self.y[idx]
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse class frequency, normalised so that an average image weighs 1; absent classes weigh 1."""
+    counts = np.bincount(labels, minlength=num_classes)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+@dataclass
+class RunPaths:
+    """Where one training run writes; everything lives beside the model file."""
+
+    model: Path
+
+    @property
+    def stem(self) -> Path:
+        return self.model.with_suffix("")
+
+    @property
+    def history(self) -> Path:
+        return Path(f"{self.stem}.history.json")
+
+    @property
+    def config(self) -> Path:
+        return Path(f"{self.stem}.config.yaml")
+
+    @property
+    def curves(self) -> Path:
+        return Path(f"{self.stem}.curves.png")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.model.parent / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.model.parent / "logs"
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """After every epoch: keep the best weights (by val accuracy), write checkpoints, stop early.
+
+    `last.keras` (with optimizer state) and `state.json` let `train.resume=true` continue where a killed
+    run stopped; `best.keras` holds the best weights so far. Files are replaced atomically.
+    """
+
+    def __init__(self, paths: RunPaths, facts: dict[str, str], sequence: BatchSequence, patience: int,
+                 state: dict | None = None):
+        super().__init__()
+        self.paths, self.facts, self.sequence, self.patience = paths, facts, sequence, patience
+        state = state or {}
+        self.history: dict[str, list[float]] = state.get("history", {})
+        self.best_accuracy = state.get("best_val_accuracy", -1.0)
+        self.best_epoch = state.get("best_epoch", -1)
+        self.best_weights = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.sequence.set_epoch(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        accuracy = float((logs or {}).get("val_accuracy", -1.0))
+        folder = self.paths.checkpoints
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = accuracy, epoch
+            self.best_weights = self.model.get_weights()
+            save_model(self.model, folder / "best.keras", self.facts)
+        save_model(self.model, folder / "last.keras", self.facts, include_optimizer=True)
+        write_json_atomic(folder / "state.json", {"epoch": epoch + 1, "best_val_accuracy": self.best_accuracy,
+                                                  "best_epoch": self.best_epoch, "history": self.history})
+        if self.patience and epoch - self.best_epoch >= self.patience:
+            log.info("val accuracy has not improved for %d epochs: stopping (best %.4f at epoch %d)",
+                     self.patience, self.best_accuracy, self.best_epoch + 1)
+            self.model.stop_training = True
+
+
+def train(cfg: dict) -> dict[str, Path]:
+    """Train on `data.root` train/val as configured; returns the files written, by role."""
+    data, tcfg = cfg["data"], cfg["train"]
+    keras.utils.set_random_seed(tcfg["seed"])
+    prep = Preprocess.from_config(cfg)
+    classes = data["classes"]
+    train_set = load_split(Path(data["root"]), "train", classes, prep)
+    val_set = load_split(Path(data["root"]), "val", classes, prep)
+    warn_missing_classes(train_set, classes)
+
+    paths = RunPaths(Path(tcfg["output"]))
+    facts = model_facts(classes, prep)
+    model, state = resume_or_build(cfg, paths, facts)
+    sequence = BatchSequence(train_set.x, onehot(train_set.y, len(classes)), tcfg["batch_size"], tcfg["seed"],
+                             tcfg["augment"], tcfg["noise_std"])
+    checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
+    callbacks = [checkpointer]
+    if tcfg["tensorboard"]:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.logs)))
+    initial_epoch = state.get("epoch", 0) if state else 0
+    if initial_epoch < tcfg["epochs"]:
+        model.fit(sequence, validation_data=(val_set.x, onehot(val_set.y, len(classes))),
+                  epochs=tcfg["epochs"], initial_epoch=initial_epoch, callbacks=callbacks,
+                  class_weight=class_weights(train_set.y, len(classes)) if tcfg["class_weights"] else None,
+                  verbose=2)
+    if checkpointer.best_weights is not None:
+        model.set_weights(checkpointer.best_weights)
+    elif (paths.checkpoints / "best.keras").exists():  # resumed after the best epoch: take it from disk
+        model.set_weights(load_model(paths.checkpoints / "best.keras")[0].get_weights())
+    log.info("best val accuracy %.4f at epoch %d", checkpointer.best_accuracy, checkpointer.best_epoch + 1)
+
+    save_model(model, paths.model, facts)
+    write_json_atomic(paths.history, {"history": checkpointer.history, "best_epoch": checkpointer.best_epoch + 1,
+                                      "best_val_accuracy": checkpointer.best_accuracy,
+                                      "train_images": len(train_set.y), "val_images": len(val_set.y),
+                                      "skipped": [str(p) for p, _ in train_set.skipped + val_set.skipped]})
+    save_resolved(cfg, paths.config)
+    plot_curves(checkpointer.history, paths.curves)
+    return {"model": paths.model, "history": paths.history, "config": paths.config, "curves": paths.curves,
+            "checkpoints": paths.checkpoints, "logs": paths.logs}
+
+
+def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str]) -> tuple[keras.Model, dict | None]:
+    """A compiled model: from the last checkpoint when resuming (and one exists), else freshly built."""
+    last, state_file = paths.checkpoints / "last.keras", paths.checkpoints / "state.json"
+    if cfg["train"]["resume"] and last.exists() and state_file.exists():
+        model, saved = load_model(last, compile=True)
+        if saved != facts:
+            raise ConfigError(f"{last}: checkpoint was trained with other classes or preprocessing; "
+                              "cannot resume with this config (set train.resume=false to start afresh)")
+        state = json.loads(state_file.read_text())
+        log.info("resuming from %s after epoch %d", last, state["epoch"])
+        return model, state
+    if cfg["train"]["resume"]:
+        log.warning("train.resume=true but no checkpoint in %s: starting afresh", paths.checkpoints)
+    data, mcfg = cfg["data"], cfg["model"]
+    model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"])
+    model.compile(optimizer=keras.optimizers.Adam(cfg["train"]["learning_rate"]),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model, None
+
+
+def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def warn_missing_classes(train_set: LoadedSplit, classes: list[str]) -> None:
+    counts = np.bincount(train_set.y, minlength=len(classes))
+    empty = [name for name, count in zip(classes, counts) if count == 0]
+    if empty:
+        log.warning("no training images for %s: the model keeps an output for each but cannot learn them",
+                    ", ".join(empty))
+
+
+def plot_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and accuracy per epoch, train against val."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + metric, [])
+            ax.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
