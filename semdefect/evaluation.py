@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 def load_classifier(path: Path):
     """An OnnxClassifier or KerasClassifier by file suffix; TensorFlow is imported only for .keras."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a model file")
     if path.suffix == ".onnx":
         from .onnx_tools import OnnxClassifier
 

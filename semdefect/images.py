@@ -117,6 +117,8 @@ def normalize(gray: np.ndarray, method: str) -> np.ndarray:
 def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:
     """Decode any supported image file into a 2-D float32 grey image in [0, 1]."""
     try:
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings (EXIF, ICC) are noise for one grey channel
             with Image.open(path) as image:
