@@ -36,6 +36,7 @@ RANGES = {
     "data.crop_bottom": (0, None),
     "data.max_image_pixels": (1, None),
     "model.dropout": (0.0, 0.95),
+    "model.width": (0.25, 8.0),
     "train.epochs": (1, None),
     "train.batch_size": (1, None),
     "train.learning_rate": (1e-7, 1.0),
@@ -149,6 +150,9 @@ def validate(cfg: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("config key 'data.classes' must list at least two class names")
     if len(set(classes)) != len(classes):
         raise ConfigError("config key 'data.classes' lists a class twice")
+    seeds = cfg["crosscheck"]["seeds"]
+    if not seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+        raise ConfigError(f"config key 'crosscheck.seeds' must list at least one integer seed, got {seeds!r}")
     ratios = cfg["prepare"]["ratios"]
     if len(ratios) != 3 or not all(isinstance(r, int) and r >= 0 for r in ratios) or sum(ratios) != 100:
         raise ConfigError(f"config key 'prepare.ratios' must be three whole percentages summing to 100, got {ratios!r}")

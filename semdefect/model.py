@@ -26,11 +26,19 @@ from .onnx_tools import check_model_file, parse_facts  # noqa: E402
 FACTS_NAME = "semdefect.json"  # our metadata, stored as one more member of the .keras zip
 
 
-def build_model(num_classes: int, image_size: int, head: str = "flatten", dropout: float = 0.0) -> keras.Model:
+def build_model(num_classes: int, image_size: int, head: str = "flatten", dropout: float = 0.0,
+                width: float = 1.0, batchnorm: bool = False) -> keras.Model:
+    """The reference CNN with the defaults; `width` scales the conv filters, `batchnorm` adds BatchNorm after each conv."""
     inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
     x = inputs
-    for filters in (16, 32, 64):
-        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{filters}")(x)
+    for base in (16, 32, 64):
+        filters = max(1, round(base * width))
+        if batchnorm:  # conv without bias, then BatchNorm, then ReLU: folds into one Conv at export
+            x = keras.layers.Conv2D(filters, 3, use_bias=False, name=f"conv{filters}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn{filters}")(x)
+            x = keras.layers.ReLU(name=f"relu{filters}")(x)
+        else:
+            x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{filters}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{filters}")(x)
     x = keras.layers.Flatten(name="flatten")(x) if head == "flatten" else keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dense(128, activation="relu", name="dense128")(x)

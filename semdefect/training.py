@@ -210,7 +210,8 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str]) -> tuple[
     if cfg["train"]["resume"]:
         log.warning("train.resume=true but no checkpoint in %s: starting afresh", paths.checkpoints)
     data, mcfg = cfg["data"], cfg["model"]
-    model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"])
+    model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"], mcfg["width"],
+                        mcfg["batchnorm"])
     model.compile(optimizer=keras.optimizers.Adam(cfg["train"]["learning_rate"]),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     return model, None

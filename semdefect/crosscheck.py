@@ -1,0 +1,166 @@
+"""The evaluation protocol: in-distribution test split next to leave-one-source-out (workstation side).
+
+A model that scores well on its own test split can still have learned its source's imaging style instead of
+the defects. So, besides training on everything and testing on the test split, train on one source only (its
+train split, its val split for early stopping) and test on the *other* source's test split, on the classes both
+sources have. Sources are told apart by a file-name prefix (`crosscheck.sources`) or a manifest column.
+Every row is trained with several seeds; the table reports mean and spread.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import SPLITS, list_labelled_files, split_folder
+from .errors import ConfigError, DatasetError
+from .files import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the protocol: train on `train_sources`, test on `test_sources`' test split."""
+
+    name: str
+    train_sources: tuple[str, ...] | None  # None: every image
+    test_sources: tuple[str, ...] | None
+
+
+def source_lookup(cfg: dict):
+    """A function path -> source name (or None), from the manifest if given, else from the file-name prefixes."""
+    ccfg, root = cfg["crosscheck"], Path(cfg["data"]["root"])
+    if ccfg["manifest"]:
+        manifest = Path(ccfg["manifest"])
+        try:
+            with manifest.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except OSError as exc:
+            raise ConfigError(f"crosscheck.manifest {manifest}: {exc.strerror or exc}") from None
+        column = ccfg["manifest_column"]
+        if not rows or "file" not in rows[0] or column not in rows[0]:
+            raise ConfigError(f"crosscheck.manifest {manifest}: needs columns 'file' and '{column}'")
+        table = {os.path.normpath(root / row["file"]): row[column] for row in rows}
+        return lambda path: table.get(os.path.normpath(path))
+    prefixes = ccfg["sources"]
+    return lambda path: next((p.rstrip("_-") for p in prefixes if Path(path).name.startswith(p)), None)
+
+
+def protocol_rows(sources: list[str]) -> list[Row]:
+    rows = [Row("all sources -> test split", None, None)]
+    for held_out in sources:
+        trained_on = tuple(s for s in sources if s != held_out)
+        rows.append(Row(f"{'+'.join(trained_on)} -> {held_out}", trained_on, (held_out,)))
+    return rows
+
+
+def make_view(cfg: dict, row: Row, source_of, folder: Path, test_classes: set[str] | None) -> tuple[Path, int]:
+    """A dataset folder of symlinks holding only the row's images; returns it and its number of test images."""
+    root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
+    n_test = 0
+    for split in SPLITS:
+        wanted = row.test_sources if split == "test" else row.train_sources
+        files = list_labelled_files(split_folder(root, split), classes)
+        for path, label in zip(files.paths, files.labels):
+            if wanted is not None and source_of(path) not in wanted:
+                continue
+            if split == "test" and test_classes is not None and classes[label] not in test_classes:
+                continue
+            target = folder / split / classes[label] / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(path.resolve())
+            n_test += split == "test"
+    return folder, n_test
+
+
+def classes_by_source(cfg: dict, source_of, sources: list[str]) -> dict[str, set[str]]:
+    """Which classes each source has any training image of."""
+    root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
+    found: dict[str, set[str]] = {s: set() for s in sources}
+    for split in ("train", "val"):
+        files = list_labelled_files(split_folder(root, split), classes)
+        for path, label in zip(files.paths, files.labels):
+            source = source_of(path)
+            if source in found:
+                found[source].add(classes[label])
+    return found
+
+
+def run_protocol(cfg: dict) -> dict:
+    """Train and score every row with every seed; returns the results (also written as JSON and Markdown)."""
+    import keras
+
+    from .evaluation import load_classifier, load_eval_data, score
+    from .training import train
+
+    source_of = source_lookup(cfg)
+    sources = sorted({s for s in map(source_of, Path(cfg["data"]["root"]).rglob("*")) if s})
+    if len(sources) < 2:
+        raise DatasetError(f"{cfg['data']['root']}: found {len(sources)} image source(s) by "
+                           f"{'manifest' if cfg['crosscheck']['manifest'] else 'prefixes ' + str(cfg['crosscheck']['sources'])}; "
+                           "leave-one-source-out needs two or more")
+    have = classes_by_source(cfg, source_of, sources)
+    shared = set.intersection(*have.values())
+    out = Path(cfg["crosscheck"]["out"])
+    results = {"sources": sources, "shared_classes": sorted(shared, key=cfg["data"]["classes"].index),
+               "seeds": cfg["crosscheck"]["seeds"], "rows": []}
+    for row in protocol_rows(sources):
+        view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name),
+                                 None if row.test_sources is None else shared)
+        runs = []
+        for seed in cfg["crosscheck"]["seeds"]:
+            run_cfg = copy.deepcopy(cfg)
+            run_dir = out / "runs" / slug(row.name) / f"seed{seed}"
+            run_cfg["data"]["root"] = str(view)
+            run_cfg["train"].update(seed=seed, output=str(run_dir / "model.keras"), resume=False, tensorboard=False)
+            keras.backend.clear_session()
+            train(run_cfg)
+            classifier = load_classifier(run_dir / "model.keras")
+            metrics, _ = score(classifier, load_eval_data(view, "test", classifier.class_names, classifier.prep))
+            write_json_atomic(run_dir / "metrics.json", metrics)
+            runs.append(metrics)
+            log.info("%s, seed %d: accuracy %.2f%%", row.name, seed, 100 * metrics["accuracy"])
+        results["rows"].append(summarise(row, runs, n_test))
+    results["mean_leave_one_source_out_accuracy"] = float(np.mean(
+        [r["accuracy_mean"] for r in results["rows"] if r["train_sources"] is not None]))
+    write_json_atomic(out / "crosscheck.json", results)
+    write_text_atomic(out / "crosscheck.md", format_table(results))
+    return results
+
+
+def summarise(row: Row, runs: list[dict], n_test: int) -> dict:
+    accuracy = np.array([m["accuracy"] for m in runs])
+    f1 = np.array([m["f1_macro"] for m in runs])
+    recall = {c: float(np.mean([m["per_class"][c]["recall"] for m in runs]))
+              for c, v in runs[0]["per_class"].items() if v["support"]}
+    return {"name": row.name, "train_sources": row.train_sources, "test_sources": row.test_sources,
+            "test_images": n_test, "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
+            "accuracy_runs": accuracy.tolist(), "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std()),
+            "recall_per_class": recall}
+
+
+def format_table(results: dict) -> str:
+    classes = [c for c in results["shared_classes"]]
+    lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Leave-one-source-out rows test on the classes "
+             f"both sources have ({', '.join(classes)}).", "",
+             "| train -> test | test images | accuracy | macro F1 | " + " | ".join(classes) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(classes)]
+    for r in results["rows"]:
+        recalls = " | ".join(f"{r['recall_per_class'][c]:.2f}" if c in r["recall_per_class"] else "-" for c in classes)
+        lines.append(f"| {r['name']} | {r['test_images']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
+                     f"| {r['f1_macro_mean']:.3f} | {recalls} |")
+    lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %.",
+              "Per-class columns are recall, averaged over seeds."]
+    return "\n".join(lines) + "\n"
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")

@@ -1,0 +1,56 @@
+import json
+import shutil
+
+import numpy as np
+
+import train_model
+from semdefect.training import BatchSequence, augment_batch, class_weights
+
+
+def test_augmentation_keeps_shape_and_range_and_is_seeded():
+    x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 1)).astype(np.float32)
+    a = augment_batch(x, np.random.default_rng(1), noise_std=0.05)
+    b = augment_batch(x, np.random.default_rng(1), noise_std=0.05)
+    c = augment_batch(x, np.random.default_rng(2), noise_std=0.05)
+    assert a.shape == x.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, x)
+
+
+def test_augmentation_without_noise_only_moves_pixels_and_levels():
+    # A flip or rotation keeps the multiset of pixel values; brightness/contrast is affine per image.
+    x = np.random.default_rng(0).uniform(0.3, 0.7, (4, 16, 16, 1)).astype(np.float32)
+    y = augment_batch(x, np.random.default_rng(3), noise_std=0.0)
+    for before, after in zip(x, y):
+        slope, offset = np.polyfit(np.sort(before.ravel()), np.sort(after.ravel()), 1)
+        assert 0.75 < slope < 1.3 and np.allclose(np.sort(before.ravel()) * slope + offset, np.sort(after.ravel()),
+                                                  atol=1e-4)
+
+
+def test_class_weights_balance_the_loss():
+    weights = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights[0] * 3 == weights[1] * 1 and weights[2] == 1.0
+
+
+def test_batches_are_deterministic_per_epoch_and_cover_every_image():
+    x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    y = np.arange(10)
+    seq = BatchSequence(x, y, batch_size=4, seed=5, augment=False, noise_std=0)
+    seq.set_epoch(3)
+    first = [seq[i][1].tolist() for i in range(len(seq))]
+    seq.set_epoch(4)
+    other = [seq[i][1].tolist() for i in range(len(seq))]
+    seq.set_epoch(3)
+    assert [seq[i][1].tolist() for i in range(len(seq))] == first != other
+    assert sorted(sum(first, [])) == list(range(10)) and len(seq) == 3
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained["out"], out, ignore=shutil.ignore_patterns("eval*"))
+    overrides = [o for o in trained["overrides"] if not o.startswith("train.")] + [
+        "train.tensorboard=false", f"train.output={out / 'sem_cnn.keras'}", "train.epochs=2", "train.resume=true"]
+    assert train_model.main(overrides) == 0
+    history = json.loads((out / "sem_cnn.history.json").read_text())["history"]
+    assert len(history["loss"]) == 2  # epoch 1 from the first run, epoch 2 from this one
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["epoch"] == 2
