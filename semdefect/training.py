@@ -163,12 +163,16 @@ def train(cfg: dict) -> dict[str, Path]:
     train_set = load_split(Path(data["root"]), "train", classes, prep)
     val_set = load_split(Path(data["root"]), "val", classes, prep)
     warn_missing_classes(train_set, classes)
+    x_train, y_train = train_set.x, train_set.y
+    if tcfg["synthetic_per_class"]:
+        x_synth, y_synth = load_synthetic(cfg, prep)
+        x_train, y_train = np.concatenate([x_train, x_synth]), np.concatenate([y_train, y_synth])
 
     paths = RunPaths(Path(tcfg["output"]))
     facts = model_facts(classes, prep)
-    model, state = resume_or_build(cfg, paths, facts)
-    sequence = BatchSequence(train_set.x, onehot(train_set.y, len(classes)), tcfg["batch_size"], tcfg["seed"],
+    sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg["batch_size"], tcfg["seed"],
                              tcfg["augment"], tcfg["noise_std"])
+    model, state = resume_or_build(cfg, paths, facts, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
     callbacks = [checkpointer]
     if tcfg["tensorboard"]:
@@ -177,7 +181,7 @@ def train(cfg: dict) -> dict[str, Path]:
     if initial_epoch < tcfg["epochs"]:
         model.fit(sequence, validation_data=(val_set.x, onehot(val_set.y, len(classes))),
                   epochs=tcfg["epochs"], initial_epoch=initial_epoch, callbacks=callbacks,
-                  class_weight=class_weights(train_set.y, len(classes)) if tcfg["class_weights"] else None,
+                  class_weight=class_weights(y_train, len(classes)) if tcfg["class_weights"] else None,
                   verbose=2)
     if checkpointer.best_weights is not None:
         model.set_weights(checkpointer.best_weights)
@@ -188,7 +192,8 @@ def train(cfg: dict) -> dict[str, Path]:
     save_model(model, paths.model, facts)
     write_json_atomic(paths.history, {"history": checkpointer.history, "best_epoch": checkpointer.best_epoch + 1,
                                       "best_val_accuracy": checkpointer.best_accuracy,
-                                      "train_images": len(train_set.y), "val_images": len(val_set.y),
+                                      "train_images": len(train_set.y), "synthetic_images": len(y_train) - len(train_set.y),
+                                      "val_images": len(val_set.y),
                                       "skipped": [str(p) for p, _ in train_set.skipped + val_set.skipped]})
     save_resolved(cfg, paths.config)
     plot_curves(checkpointer.history, paths.curves)
@@ -196,7 +201,8 @@ def train(cfg: dict) -> dict[str, Path]:
             "checkpoints": paths.checkpoints, "logs": paths.logs}
 
 
-def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str]) -> tuple[keras.Model, dict | None]:
+def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str],
+                    steps_per_epoch: int) -> tuple[keras.Model, dict | None]:
     """A compiled model: from the last checkpoint when resuming (and one exists), else freshly built."""
     last, state_file = paths.checkpoints / "last.keras", paths.checkpoints / "state.json"
     if cfg["train"]["resume"] and last.exists() and state_file.exists():
@@ -212,9 +218,38 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str]) -> tuple[
     data, mcfg = cfg["data"], cfg["model"]
     model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"], mcfg["width"],
                         mcfg["batchnorm"])
-    model.compile(optimizer=keras.optimizers.Adam(cfg["train"]["learning_rate"]),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    tcfg = cfg["train"]
+    learning_rate = tcfg["learning_rate"]
+    if tcfg["lr_schedule"] == "cosine":  # decays to zero over the full run; early stopping may end it sooner
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, tcfg["epochs"] * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg["label_smoothing"]),
+                  metrics=["accuracy"])
     return model, None
+
+
+def load_synthetic(cfg: dict, prep: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """`train.synthetic_per_class` images per class from the project's generator, through the one loading path.
+
+    They are written once as PNG files to a cache folder named by their parameters (the generator is
+    deterministic), then read like any training image. Only classes in `data.classes` are used.
+    """
+    from . import CLASS_NAMES
+    from .dataset import list_labelled_files, load_files
+    from .synth import generate_dataset
+
+    tcfg, classes = cfg["train"], cfg["data"]["classes"]
+    n, seed = tcfg["synthetic_per_class"], tcfg["seed"]
+    folder = Path(tcfg["synthetic_cache"]) / f"n{n}_size{prep.image_size}_seed{seed}"
+    if not (folder / ".complete").exists():
+        log.info("generating %d synthetic images per class in %s", n, folder)
+        generate_dataset(folder, per_class=n, size=prep.image_size, seed=seed, split=None, difficulty=0.5)
+        (folder / ".complete").write_text("")
+    loaded = load_files(list_labelled_files(folder, CLASS_NAMES), prep)
+    keep = np.array([CLASS_NAMES[label] in classes for label in loaded.y])
+    labels = np.array([classes.index(CLASS_NAMES[label]) for label in loaded.y[keep]], dtype=np.int64)
+    log.info("mixing %d synthetic images into training", len(labels))
+    return loaded.x[keep], labels
 
 
 def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
