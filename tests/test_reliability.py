@@ -159,3 +159,48 @@ def test_same_seed_and_data_give_the_same_weights(trained, tmp_path):
     second, _ = load_model(again)
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# --- config and model faults, through the scripts ---------------------------------------------------------
+
+CONFIG_FAULTS = {
+    "yaml_syntax": ("train:\n  epochs: [3\n", "line"),
+    "not_a_mapping": ("- just\n- a list\n", "must be a mapping"),
+    "wrong_type": ("train:\n  batch_size: sixteen\n", "'train.batch_size' must be int"),
+    "unknown_key": ("train:\n  epohcs: 3\n", "did you mean 'train.epochs'"),
+    "negative_batch": ("train:\n  batch_size: -4\n", "'train.batch_size' must be at least 1"),
+    "negative_epochs": ("train:\n  epochs: -1\n", "'train.epochs' must be at least 1"),
+    "ratios_not_100": ("prepare:\n  ratios: [70, 20, 20]\n", "summing to 100"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(CONFIG_FAULTS))
+@pytest.mark.parametrize("module", [train_model, evaluate_model])
+def test_config_file_faults_exit_2_in_one_line(module, fault, tmp_path, capsys):
+    text, fragment = CONFIG_FAULTS[fault]
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert module.main(["--config", str(config)]) == 2
+    assert_one_line_error(capsys.readouterr().err, fragment)
+
+
+def test_onnx_whose_input_does_not_match_its_metadata_exits_2(trained, tmp_path, capsys):
+    import onnx
+
+    proto = onnx.load(str(trained["onnx"]))
+    for prop in proto.metadata_props:
+        if prop.key == "image_size":
+            prop.value = "96"
+        if prop.key == "preprocess":
+            prop.value = prop.value.replace(f'"image_size": {TINY_SIZE}', '"image_size": 96')
+    liar = tmp_path / "liar.onnx"
+    onnx.save(proto, str(liar))
+    assert infer_onnx.main(["--model", str(liar), str(trained["data"])]) == 2
+    assert_one_line_error(capsys.readouterr().err, "liar.onnx", "does not match its metadata")
+
+
+def test_onnx_given_where_keras_is_expected_exits_2(trained, capsys):
+    import export_onnx
+
+    assert export_onnx.main(["--model", str(trained["onnx"]), *trained["overrides"]]) == 2
+    assert_one_line_error(capsys.readouterr().err, "expected a .keras")
