@@ -26,6 +26,11 @@ demo: $(VENV)/installed
 	@echo "demo done. Written: models/sem_cnn.keras (+ .history.json .config.yaml .curves.png), models/sem_cnn.onnx,"
 	@echo "  models/sem_cnn.int8.onnx (+ .report.md .report.json), models/eval_{keras,onnx,int8}/, models/predictions.csv"
 
+# Speed of the Keras, FP32 and INT8 models of the last training run (make demo first makes them).
+bench: $(VENV)/installed
+	@test -f models/sem_cnn.int8.onnx || $(MAKE) demo
+	$(PY) -m semdefect.bench $(BENCH_ARGS)
+
 test: $(VENV)/installed
 	$(PY) -m pytest -q
 

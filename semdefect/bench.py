@@ -1,0 +1,194 @@
+"""Benchmark the Keras, FP32 ONNX and INT8 ONNX models of one training run, side by side.
+
+    python -m semdefect.bench [--keras M.keras] [--fp32 M.onnx] [--int8 M.int8.onnx] [--images DIR] [--json OUT]
+
+Measures, in one process and interleaved round by round so that machine noise hits every model alike:
+latency at batch 1 (p50/p95) with 1 and 2 threads, throughput at batch 64, file size, cold start (load + first
+inference), and the folder pipeline of `infer_onnx.py` against the raw session on preloaded arrays. Absolute
+times depend on the machine; the INT8/FP32 ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cli import print_summary, run_stage, setup_logging
+from .errors import SemdefectError
+from .files import find_images, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(samples, q) * 1000)
+
+
+def interleaved(runners: dict[str, callable], rounds: int, warmup: int = 10) -> dict[str, list[float]]:
+    """Time each runner once per round, in turn; returns seconds per call by name."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def onnx_runner(path: Path, threads: int, batch: np.ndarray):
+    from .onnx_tools import OnnxClassifier
+
+    classifier = OnnxClassifier(path, threads=threads)
+    return lambda: classifier.predict(batch)
+
+
+def keras_runner(path: Path, batch: np.ndarray):
+    from .model import KerasClassifier
+
+    classifier = KerasClassifier(path)
+    return lambda: classifier.predict(batch)
+
+
+def cold_start(kind: str, path: Path, image: np.ndarray) -> float:
+    """Seconds from nothing loaded to the first probabilities, in a fresh process (imports included)."""
+    import subprocess
+
+    loader = ("from semdefect.model import KerasClassifier as C" if kind == "keras"
+              else "from semdefect.onnx_tools import OnnxClassifier as C")
+    code = (f"import time; t=time.perf_counter(); import numpy as np; {loader}; c=C({str(path)!r}); "
+            "c.predict(np.zeros((1,)+tuple(int(d) for d in {shape}), np.float32)); "
+            "print(time.perf_counter()-t)").replace("{shape}", str(tuple(image.shape)))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SemdefectError(f"cold start of {path} failed: {result.stderr.strip().splitlines()[-1]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def folder_pipeline(path: Path, images: list[Path], batch_size: int) -> dict[str, float]:
+    """images/s of `inference.classify` on files against the same session on preloaded arrays."""
+    from .images import load_image
+    from .inference import classify
+    from .onnx_tools import OnnxClassifier
+
+    classifier = OnnxClassifier(path)
+    arrays = np.stack([load_image(p, classifier.prep) for p in images])
+    for start in range(0, min(len(arrays), 4 * batch_size), batch_size):  # warm-up
+        classifier.predict(arrays[start:start + batch_size])
+    start = time.perf_counter()
+    for i in range(0, len(arrays), batch_size):
+        classifier.predict(arrays[i:i + batch_size])
+    raw = len(arrays) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    rows = list(classify(classifier, images, batch_size))
+    pipeline = len(rows) / (time.perf_counter() - start)
+    return {"images": len(images), "raw_session_img_per_s": raw, "pipeline_img_per_s": pipeline,
+            "ratio": pipeline / raw}
+
+
+def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int) -> dict:
+    from .images import load_image
+    from .onnx_tools import OnnxClassifier
+
+    prep = OnnxClassifier(next(p for k, p in models.items() if k != "keras")).prep
+    pool = np.stack([load_image(p, prep) for p in image_files[:64]])
+    batch64 = np.concatenate([pool] * (64 // len(pool) + 1))[:64]
+    one = pool[:1]
+    result: dict = {"rounds": rounds, "models": {}}
+    for name, path in models.items():
+        result["models"][name] = {"path": str(path), "size_mb": path.stat().st_size / 1e6}
+    for threads in (1, 2):
+        runners = {name: onnx_runner(path, threads, one) for name, path in models.items() if name != "keras"}
+        if "keras" in models and threads == 2:
+            runners["keras"] = keras_runner(models["keras"], one)  # TensorFlow picks its own thread count
+        times = interleaved(runners, rounds)
+        for name, samples in times.items():
+            key = "tf_default" if name == "keras" else f"{threads}t"
+            result["models"][name][f"batch1_p50_ms_{key}"] = percentile_ms(samples, 50)
+            result["models"][name][f"batch1_p95_ms_{key}"] = percentile_ms(samples, 95)
+    runners = {name: onnx_runner(path, 0, batch64) for name, path in models.items() if name != "keras"}
+    if "keras" in models:
+        runners["keras"] = keras_runner(models["keras"], batch64)
+    for name, samples in interleaved(runners, max(5, rounds // 10), warmup=3).items():
+        result["models"][name]["batch64_img_per_s"] = 64 / float(np.median(samples))
+    for name, path in models.items():
+        result["models"][name]["cold_start_s"] = cold_start("keras" if name == "keras" else "onnx", path, one[0])
+    if "fp32" in models and "int8" in models:
+        f, q = result["models"]["fp32"], result["models"]["int8"]
+        result["int8_over_fp32"] = {
+            "size": q["size_mb"] / f["size_mb"],
+            "batch1_p50_1t": q["batch1_p50_ms_1t"] / f["batch1_p50_ms_1t"],
+            "batch1_p50_2t": q["batch1_p50_ms_2t"] / f["batch1_p50_ms_2t"],
+            "batch64_throughput": q["batch64_img_per_s"] / f["batch64_img_per_s"],
+        }
+    if pipeline_images:
+        files = (image_files * (pipeline_images // len(image_files) + 1))[:pipeline_images]
+        target = models.get("int8") or models.get("fp32")
+        result["folder_pipeline"] = folder_pipeline(target, files, batch_size=32)
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = ["| model | size MB | b1 p50 ms 1t | b1 p95 ms 1t | b1 p50 ms 2t | b1 p95 ms 2t | b64 img/s | cold start s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in result["models"].items():
+        if name == "keras":
+            lat = f"| - | - | {m['batch1_p50_ms_tf_default']:.2f} | {m['batch1_p95_ms_tf_default']:.2f} |"
+        else:
+            lat = (f"| {m['batch1_p50_ms_1t']:.3f} | {m['batch1_p95_ms_1t']:.3f} | {m['batch1_p50_ms_2t']:.3f} | "
+                   f"{m['batch1_p95_ms_2t']:.3f} |")
+        lines.append(f"| {name} | {m['size_mb']:.2f} {lat} {m['batch64_img_per_s']:.0f} | {m['cold_start_s']:.2f} |")
+    if "int8_over_fp32" in result:
+        r = result["int8_over_fp32"]
+        lines += ["", f"INT8/FP32: size {r['size']:.2f}, batch-1 latency {r['batch1_p50_1t']:.2f} (1 thread) "
+                      f"{r['batch1_p50_2t']:.2f} (2 threads), batch-64 throughput {r['batch64_throughput']:.2f}x"]
+    if "folder_pipeline" in result:
+        p = result["folder_pipeline"]
+        lines.append(f"Folder pipeline: {p['pipeline_img_per_s']:.0f} img/s over {p['images']} files vs raw session "
+                     f"{p['raw_session_img_per_s']:.0f} img/s on preloaded arrays: {p['ratio']:.2f}x")
+    lines.append("Keras runs with TensorFlow's own thread choice (its latency is in the 2-thread columns).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keras", type=Path, default=Path("models/sem_cnn.keras"))
+    parser.add_argument("--fp32", type=Path, default=Path("models/sem_cnn.onnx"))
+    parser.add_argument("--int8", type=Path, default=Path("models/sem_cnn.int8.onnx"))
+    parser.add_argument("--images", type=Path, default=Path("dataset_sample/test"), help="images to run on")
+    parser.add_argument("--rounds", type=int, default=300, help="timed batch-1 runs per model and thread count")
+    parser.add_argument("--pipeline-images", type=int, default=3000, help="files for the folder pipeline (0 = skip)")
+    parser.add_argument("--json", type=Path, default=Path("models/bench.json"))
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        models = {name: path for name, path in (("keras", args.keras), ("fp32", args.fp32), ("int8", args.int8))
+                  if path.exists()}
+        if not any(name != "keras" for name in models):
+            raise SemdefectError(f"no ONNX model found ({args.fp32}, {args.int8}); run export_onnx.py first")
+        files, _ = find_images([args.images])
+        if not files:
+            raise SemdefectError(f"no images under {args.images}")
+        result = benchmark(models, files, args.rounds, args.pipeline_images)
+        result["cpu"] = os.cpu_count()
+        write_json_atomic(args.json, result)
+        print(format_table(result))
+        print_summary("bench wrote", {"json": args.json})
+        return 0
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
