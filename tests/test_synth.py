@@ -12,7 +12,7 @@ from PIL import Image
 
 from semdefect import CLASS_NAMES
 from semdefect import synth
-from semdefect.synth import generate_image, image_rng, main, split_counts
+from semdefect.synth import _dilate, generate_image, image_rng, main, split_counts
 
 DEFECT_CLASSES = [c for c in CLASS_NAMES if c != "clean"]
 SEEDS = range(6)
@@ -28,18 +28,6 @@ def _pair(class_name: str, i: int, difficulty: float = 0.5, size: int = 128):
     img, info = generate_image(class_name, image_rng(123, ci, i), size, difficulty)
     ref, _ = generate_image(class_name, image_rng(123, ci, i), size, difficulty, defect=False)
     return img.astype(float), ref.astype(float), info
-
-
-def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
-    m = mask.copy()
-    for _ in range(steps):
-        d = m.copy()
-        d[1:] |= m[:-1]
-        d[:-1] |= m[1:]
-        d[:, 1:] |= m[:, :-1]
-        d[:, :-1] |= m[:, 1:]
-        m = d
-    return m
 
 
 # --- split arithmetic ---------------------------------------------------------------------------------
