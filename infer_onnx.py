@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write all rows to this .csv or .json file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per session run (default 32)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: one per core)")
-    parser.add_argument("--quiet", action="store_true", help="print only the summary, not a line per image")
+    parser.add_argument("--quiet", action="store_true", help="no line per image: a progress bar and the summary")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         classifier = OnnxClassifier(args.model, threads=args.threads)
         images, problems = find_images(args.paths)
         rows = [error_row(path, f"{path}: {reason}") for path, reason in problems]
-        for row in classify(classifier, images, args.batch_size):
+        results = classify(classifier, images, args.batch_size)
+        if args.quiet:  # no line per image, so show how far a large folder has got
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(images), unit="img", disable=len(images) < 200, file=sys.stderr)
+        for row in results:
             rows.append(row)
             if not args.quiet:
                 print(f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}" if row.status == "ok"
