@@ -2,7 +2,7 @@
 
 The reference model of the design is built exactly: Conv 16/32/64 (3x3, ReLU, 'valid') each followed by
 2x2 max-pooling, then Flatten -> Dense 128 -> Dense n softmax. `head: gap` swaps Flatten for global average
-pooling (33 k instead of 1.63 M parameters). Input is already scaled to [0, 1] by `images.load_image`.
+pooling (33 k instead of 1.63 M parameters), `head: gmp` for global max pooling. Input is already scaled to [0, 1] by `images.load_image`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def build_model(num_classes: int, image_size: int, head: str = "flatten", dropou
         else:
             x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{filters}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{filters}")(x)
-    x = keras.layers.Flatten(name="flatten")(x) if head == "flatten" else keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    heads = {"flatten": keras.layers.Flatten, "gap": keras.layers.GlobalAveragePooling2D,
+             # A defect is often a small spot in a large field: the strongest response anywhere, not the average.
+             "gmp": keras.layers.GlobalMaxPooling2D}
+    x = heads[head](name=head)(x)
     x = keras.layers.Dense(128, activation="relu", name="dense128")(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
