@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_EPOCHS ?= 8
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench crosscheck clean
 
 $(VENV)/installed: requirements.txt requirements-edge.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: $(VENV)/installed
 bench: $(VENV)/installed
 	@test -f models/sem_cnn.int8.onnx || $(MAKE) demo
 	$(PY) -m semdefect.bench $(BENCH_ARGS)
+
+# The evaluation protocol (in-distribution + leave-one-source-out) on the real images beside the project.
+CROSSCHECK_DATA ?= ../shared/data/sem-public
+crosscheck: $(VENV)/installed
+	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) $(CROSSCHECK_ARGS)
 
 test: $(VENV)/installed
 	$(PY) -m pytest -q
