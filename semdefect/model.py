@@ -21,7 +21,7 @@ from . import __version__  # noqa: E402
 from .errors import ModelError  # noqa: E402
 from .files import atomic_path  # noqa: E402
 from .images import Preprocess  # noqa: E402
-from .onnx_tools import check_model_file, parse_facts  # noqa: E402
+from .onnx_tools import Classifier, check_model_file, parse_facts  # noqa: E402
 
 FACTS_NAME = "semdefect.json"  # our metadata, stored as one more member of the .keras zip
 
@@ -91,21 +91,13 @@ def load_model(path: Path, compile: bool = False) -> tuple[keras.Model, dict[str
     return model, facts
 
 
-class KerasClassifier:
+class KerasClassifier(Classifier):
     """A .keras model with its facts: the same interface as `onnx_tools.OnnxClassifier`."""
 
     def __init__(self, path: Path):
-        self.path = check_model_file(path, ".keras")
+        self.path = Path(path)
         self.model, facts = load_model(self.path)
         self.info = parse_facts(facts, self.path)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.info.class_names
-
-    @property
-    def prep(self) -> Preprocess:
-        return self.info.prep
 
     def predict(self, batch):
         return self.model.predict_on_batch(batch)

@@ -72,7 +72,25 @@ def session_options(threads: int = 0):
     return options
 
 
-class OnnxClassifier:
+class Classifier:
+    """What evaluation and inference need of any model: its facts and `predict` (images -> probabilities)."""
+
+    path: Path
+    info: ModelInfo
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info.class_names
+
+    @property
+    def prep(self) -> Preprocess:
+        return self.info.prep
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxClassifier(Classifier):
     """An ONNX model with its metadata: `predict` takes preprocessed images and returns probabilities."""
 
     def __init__(self, path: Path, threads: int = 0):
@@ -99,14 +117,6 @@ class OnnxClassifier:
         n_out = outputs[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.info.class_names):
             raise ModelError(f"{self.path}: {n_out} outputs but {len(self.info.class_names)} class names in metadata")
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.info.class_names
-
-    @property
-    def prep(self) -> Preprocess:
-        return self.info.prep
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
