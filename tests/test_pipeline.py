@@ -30,19 +30,35 @@ def test_training_writes_the_model_and_its_records(trained):
     assert not list(out.glob("**/*.tmp*"))  # nothing half-written left behind
 
 
-def test_saved_model_is_the_reference_architecture_without_optimizer(trained):
+def test_saved_model_has_no_optimizer_state_and_carries_its_facts(trained):
+    import zipfile
+
+    import h5py
+    import io
+
     from semdefect.model import load_model
 
     model, facts = load_model(trained["keras"])
-    assert [layer.name for layer in model.layers] == ["image", "conv16", "pool16", "conv32", "pool32", "conv64",
-                                                      "pool64", "flatten", "dense128", "probabilities"]
-    import zipfile
-
     with zipfile.ZipFile(trained["keras"]) as archive:
-        import h5py, io
         weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
         assert "optimizer" not in weights  # deployable file: no Adam moments
     assert getattr(model, "optimizer", None) is None and json.loads(facts["class_names"]) == list(CLASS_NAMES)
+
+
+def test_reference_preset_builds_the_reference_model_exactly():
+    from conftest import ROOT
+    from semdefect.config import load_config
+    from semdefect.model import build_model
+
+    cfg = load_config(ROOT / "configs" / "reference.yaml")
+    m = cfg["model"]
+    model = build_model(len(cfg["data"]["classes"]), cfg["data"]["image_size"], m["head"], m["dropout"], m["width"],
+                        m["batchnorm"])
+    assert [layer.name for layer in model.layers] == ["image", "conv16", "pool16", "conv32", "pool32", "conv64",
+                                                      "pool64", "flatten", "dense128", "probabilities"]
+    assert [layer.kernel_size for layer in model.layers if hasattr(layer, "kernel_size")] == [(3, 3)] * 3
+    assert (cfg["train"]["epochs"], cfg["train"]["batch_size"], cfg["train"]["learning_rate"]) == (25, 16, 0.001)
+    assert not cfg["train"]["augment"] and cfg["train"]["lr_schedule"] == "constant"
 
 
 def test_reference_model_has_the_documented_size_at_128():
