@@ -21,9 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class ArrayCalibrationReader:
-    """Feeds preprocessed images to onnxruntime's calibrator, a few at a time."""
+    """Feeds preprocessed images to onnxruntime's calibrator.
 
-    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 16):
+    One image at a time by default: the histogram calibrators (entropy, percentile) stack the outputs of all
+    runs and fail on a shorter last batch.
+    """
+
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 1):
         self.input_name, self.images, self.batch_size = input_name, images, batch_size
         self.position = 0
 
