@@ -29,6 +29,7 @@ CHOICES = {
     "export.parity_split": ("train", "val", "test"),
     "quantize.format": ("qdq", "qoperator"),
     "quantize.calibrate_method": ("minmax", "entropy", "percentile"),
+    "prepare.data_bar": ("none", "auto", "rows"),
 }
 
 # (lowest allowed, highest allowed); None leaves that side open.
@@ -51,6 +52,16 @@ RANGES = {
     "export.parity_atol": (0.0, 1.0),
     "quantize.calib_images": (0, None),
     "quantize.max_accuracy_drop": (0.0, 100.0),
+    "prepare.data_bar_rows": (0, None),
+    "prepare.max_crop": (0.0, 0.5),
+    "prepare.candidate_threshold": (-1.0, 1.0),
+    "prepare.window_threshold": (-1.0, 1.0),
+    "prepare.max_candidates": (1, None),
+    "prepare.match_threshold": (-1.0, 1.0),
+    "prepare.min_detail": (0.0, 1.0),
+    "prepare.blank_match_threshold": (-1.0, 1.0),
+    "prepare.rare_fraction": (0.0, 1.0),
+    "prepare.workers": (0, None),
 }
 
 
