@@ -35,7 +35,9 @@ def build_model(num_classes: int, image_size: int, head: str = "flatten", dropou
         filters = max(1, round(base * width))
         if batchnorm:  # conv without bias, then BatchNorm, then ReLU: folds into one Conv at export
             x = keras.layers.Conv2D(filters, 3, use_bias=False, name=f"conv{filters}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{filters}")(x)
+            # momentum 0.9: the moving statistics settle within tens of steps, so small datasets (a few
+            # hundred steps in all) are not evaluated with statistics still near their initial values
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{filters}")(x)
             x = keras.layers.ReLU(name=f"relu{filters}")(x)
         else:
             x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{filters}")(x)
