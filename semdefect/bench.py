@@ -66,8 +66,7 @@ def cold_start(kind: str, path: Path, image: np.ndarray) -> float:
     loader = ("from semdefect.model import KerasClassifier as C" if kind == "keras"
               else "from semdefect.onnx_tools import OnnxClassifier as C")
     code = (f"import time; t=time.perf_counter(); import numpy as np; {loader}; c=C({str(path)!r}); "
-            "c.predict(np.zeros((1,)+tuple(int(d) for d in {shape}), np.float32)); "
-            "print(time.perf_counter()-t)").replace("{shape}", str(tuple(image.shape)))
+            f"c.predict(np.zeros({(1, *image.shape)}, np.float32)); print(time.perf_counter()-t)")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if result.returncode != 0:

@@ -114,9 +114,13 @@ def load_files(files: LabelledFiles, prep: Preprocess) -> LoadedSplit:
     return LoadedSplit(files.folder, x, np.asarray(labels, dtype=np.int64), kept, skipped)
 
 
-def load_split(root: Path, split: str, class_names: Sequence[str], prep: Preprocess) -> LoadedSplit:
-    folder = split_folder(root, split)
+def load_folder(folder: Path, class_names: Sequence[str], prep: Preprocess) -> LoadedSplit:
+    """List and load a folder of class folders, logging how many images were read and skipped."""
     loaded = load_files(list_labelled_files(folder, class_names), prep)
     log.info("%s: %d images%s", folder, len(loaded.y),
              f", {len(loaded.skipped)} skipped" if loaded.skipped else "")
     return loaded
+
+
+def load_split(root: Path, split: str, class_names: Sequence[str], prep: Preprocess) -> LoadedSplit:
+    return load_folder(split_folder(root, split), class_names, prep)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import LoadedSplit, list_labelled_files, load_files, resolve_eval_folder
+from .dataset import LoadedSplit, load_folder, resolve_eval_folder
 from .errors import ModelError
 from .metrics import compute_metrics
-
-log = logging.getLogger(__name__)
 
 
 def load_classifier(path: Path):
@@ -38,10 +35,7 @@ def predict_probabilities(classifier, x: np.ndarray, batch_size: int = 64) -> np
 
 def load_eval_data(data: Path, split: str, class_names: Sequence[str], prep) -> LoadedSplit:
     """Images of `data` (a dataset root's split, or a folder of class folders) preprocessed for the model."""
-    folder = resolve_eval_folder(data, split, class_names)
-    loaded = load_files(list_labelled_files(folder, class_names), prep)
-    log.info("%s: %d images%s", folder, len(loaded.y), f", {len(loaded.skipped)} skipped" if loaded.skipped else "")
-    return loaded
+    return load_folder(resolve_eval_folder(data, split, class_names), class_names, prep)
 
 
 def score(classifier, loaded: LoadedSplit, batch_size: int = 64) -> tuple[dict, np.ndarray]:
