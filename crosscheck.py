@@ -21,7 +21,7 @@ from semdefect.config import add_config_arguments, load_config
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after options
     setup_logging()
 
     def body() -> int:

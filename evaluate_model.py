@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("train", "val", "test"), help="split of a dataset root (default: evaluate.split)")
     parser.add_argument("--out", type=Path, help="folder for the reports (default: evaluate.out)")
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after options
     setup_logging()
 
     def body() -> int:

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="the .keras model (default: train.output)")
     parser.add_argument("--output", type=Path, help="the ONNX file to write (default: export.output)")
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after options
     setup_logging()
 
     def body() -> int:

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="the FP32 .onnx model (default: export.output)")
     parser.add_argument("--output", type=Path, help="the INT8 .onnx file to write (default: quantize.output)")
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after options
     setup_logging()
 
     def body() -> int:

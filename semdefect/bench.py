@@ -1,10 +1,12 @@
 """Benchmark the Keras, FP32 ONNX and INT8 ONNX models of one training run, side by side.
 
-    python -m semdefect.bench [--keras M.keras] [--fp32 M.onnx] [--int8 M.int8.onnx] [--images DIR] [--json OUT]
+    python -m semdefect.bench [--keras M.keras] [--fp32 M.onnx] [--int8 M.int8.onnx] [--images DIR] [--test DIR]
+                              [--json OUT]
 
 Measures, in one process and interleaved round by round so that machine noise hits every model alike:
 latency at batch 1 (p50/p95) with 1 and 2 threads, throughput at batch 64, file size, cold start (load + first
-inference), and the folder pipeline of `infer_onnx.py` against the raw session on preloaded arrays. Absolute
+inference), INT8/FP32 top-1 agreement on every image (and the accuracy drop on a labelled test folder), and the
+folder pipeline of `infer_onnx.py` against the raw session on preloaded arrays. Absolute
 times depend on the machine; the INT8/FP32 ratios are what to compare.
 """
 
@@ -95,7 +97,28 @@ def folder_pipeline(path: Path, images: list[Path], batch_size: int) -> dict[str
             "ratio": pipeline / raw}
 
 
-def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int) -> dict:
+def agreement(fp32: Path, int8: Path, image_files: list[Path], test_data: Path | None) -> dict:
+    """INT8 against FP32: top-1 agreement over every image, and both accuracies on a labelled test folder."""
+    from .evaluation import load_eval_data, predict_probabilities
+    from .images import load_image
+    from .onnx_tools import OnnxClassifier
+
+    f, q = OnnxClassifier(fp32), OnnxClassifier(int8)
+    x = np.stack([load_image(p, f.prep) for p in image_files])
+    same = predict_probabilities(f, x).argmax(1) == predict_probabilities(q, x).argmax(1)
+    result = {"images": len(x), "top1_agreement": float(same.mean())}
+    if test_data is not None:
+        test = load_eval_data(test_data, "test", f.class_names, f.prep)
+        accuracy = {name: float(np.mean(predict_probabilities(c, test.x).argmax(1) == test.y))
+                    for name, c in (("fp32", f), ("int8", q))}
+        result.update(test_images=len(test.y), fp32_test_accuracy=accuracy["fp32"],
+                      int8_test_accuracy=accuracy["int8"],
+                      accuracy_drop_points=100 * (accuracy["fp32"] - accuracy["int8"]))
+    return result
+
+
+def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int,
+              test_data: Path | None = None) -> dict:
     from .images import load_image
     from .onnx_tools import OnnxClassifier
 
@@ -130,6 +153,8 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
             "batch1_p50_2t": q["batch1_p50_ms_2t"] / f["batch1_p50_ms_2t"],
             "batch64_throughput": q["batch64_img_per_s"] / f["batch64_img_per_s"],
         }
+    if "fp32" in models and "int8" in models:
+        result["agreement"] = agreement(models["fp32"], models["int8"], image_files, test_data)
     if pipeline_images:
         files = (image_files * (pipeline_images // len(image_files) + 1))[:pipeline_images]
         target = models.get("int8") or models.get("fp32")
@@ -151,6 +176,13 @@ def format_table(result: dict) -> str:
         r = result["int8_over_fp32"]
         lines += ["", f"INT8/FP32: size {r['size']:.2f}, batch-1 latency {r['batch1_p50_1t']:.2f} (1 thread) "
                       f"{r['batch1_p50_2t']:.2f} (2 threads), batch-64 throughput {r['batch64_throughput']:.2f}x"]
+    if "agreement" in result:
+        a = result["agreement"]
+        line = f"INT8 top-1 agreement with FP32: {100 * a['top1_agreement']:.1f} % of {a['images']} images"
+        if "accuracy_drop_points" in a:
+            line += (f"; test accuracy FP32 {100 * a['fp32_test_accuracy']:.1f} %, INT8 {100 * a['int8_test_accuracy']:.1f} %"
+                     f" (drop {a['accuracy_drop_points']:.1f} points, {a['test_images']} images)")
+        lines.append(line)
     if "folder_pipeline" in result:
         p = result["folder_pipeline"]
         lines.append(f"Folder pipeline: {p['pipeline_img_per_s']:.0f} img/s over {p['images']} files vs raw session "
@@ -164,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keras", type=Path, default=Path("models/sem_cnn.keras"))
     parser.add_argument("--fp32", type=Path, default=Path("models/sem_cnn.onnx"))
     parser.add_argument("--int8", type=Path, default=Path("models/sem_cnn.int8.onnx"))
-    parser.add_argument("--images", type=Path, default=Path("dataset_sample/test"), help="images to run on")
+    parser.add_argument("--images", type=Path, default=Path("dataset_sample/test"),
+                        help="images to run on (searched recursively; INT8/FP32 agreement is measured on all of them)")
+    parser.add_argument("--test", type=Path, default=None,
+                        help="a dataset root or folder of class folders: FP32 and INT8 accuracy on its test images")
     parser.add_argument("--rounds", type=int, default=300, help="timed batch-1 runs per model and thread count")
     parser.add_argument("--pipeline-images", type=int, default=3000, help="files for the folder pipeline (0 = skip)")
     parser.add_argument("--json", type=Path, default=Path("models/bench.json"))
@@ -179,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         files, _ = find_images([args.images])
         if not files:
             raise SemdefectError(f"no images under {args.images}")
-        result = benchmark(models, files, args.rounds, args.pipeline_images)
+        result = benchmark(models, files, args.rounds, args.pipeline_images, args.test)
         result["cpu"] = os.cpu_count()
         write_json_atomic(args.json, result)
         print(format_table(result))

@@ -44,6 +44,7 @@ RANGES = {
     "train.learning_rate": (1e-7, 1.0),
     "train.patience": (0, None),
     "train.noise_std": (0.0, 1.0),
+    "train.zoom": (1.0, 4.0),
     "train.label_smoothing": (0.0, 0.5),
     "train.synthetic_per_class": (0, None),
     "evaluate.batch_size": (1, None),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .config import save_resolved
 from .dataset import LoadedSplit, load_split
@@ -28,14 +29,15 @@ import keras  # noqa: E402  (imported after .model, which quiets TensorFlow's st
 log = logging.getLogger(__name__)
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:
-    """Random flips, 90-degree rotations, brightness/contrast and noise; returns a new array.
+def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float, zoom: float = 1.0) -> np.ndarray:
+    """Random zoom, flips, 90-degree rotations, brightness/contrast and noise; returns a new array.
 
-    A top-down SEM image has no preferred orientation, detector gain and offset vary from tool to tool,
-    and shot noise varies with beam current: the label survives all of these.
+    A top-down SEM image has no preferred orientation, its field of view differs from tool to tool and
+    recipe to recipe, detector gain and offset vary, and shot noise varies with beam current: the label
+    survives all of these.
     """
-    x = x.copy()
     n = len(x)
+    x = zoom_batch(x, rng, zoom) if zoom > 1.0 else x.copy()
     flip = rng.random(n) < 0.5
     x[flip] = x[flip][:, :, ::-1]
     turns = rng.integers(0, 4, n)
@@ -51,14 +53,28 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float) -> 
     return np.clip(x, 0.0, 1.0)
 
 
+def zoom_batch(x: np.ndarray, rng: np.random.Generator, zoom: float) -> np.ndarray:
+    """Each image magnified by a random factor in [1, zoom]: a random square crop resized back (bilinear)."""
+    size = x.shape[1]
+    out = np.empty_like(x)
+    sides = size / rng.uniform(1.0, zoom, len(x))
+    corners = rng.random((len(x), 2)) * (size - sides)[:, None]
+    for i, (side, (top, left)) in enumerate(zip(sides, corners)):
+        image = Image.fromarray(x[i, :, :, 0])  # float32 -> mode "F"
+        box = (float(left), float(top), float(left + side), float(top + side))
+        out[i, :, :, 0] = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
+    return out
+
+
 class BatchSequence(keras.utils.PyDataset):
     """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, noise_std: float):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, noise_std: float,
+                 zoom: float = 1.0):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.seed = batch_size, seed
-        self.augment, self.noise_std = augment, noise_std
+        self.augment, self.noise_std, self.zoom = augment, noise_std, zoom
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -72,7 +88,8 @@ class BatchSequence(keras.utils.PyDataset):
         idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         xb = self.x[idx]
         if self.augment:
-            xb = augment_batch(xb, np.random.default_rng([self.seed, self.epoch, index]), self.noise_std)
+            xb = augment_batch(xb, np.random.default_rng([self.seed, self.epoch, index]), self.noise_std,
+                               self.zoom)
         return xb, self.y[idx]
 
 
@@ -171,7 +188,7 @@ def train(cfg: dict) -> dict[str, Path]:
     paths = RunPaths(Path(tcfg["output"]))
     facts = model_facts(classes, prep)
     sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg["batch_size"], tcfg["seed"],
-                             tcfg["augment"], tcfg["noise_std"])
+                             tcfg["augment"], tcfg["noise_std"], tcfg["zoom"])
     model, state = resume_or_build(cfg, paths, facts, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
     callbacks = [checkpointer]

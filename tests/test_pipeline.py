@@ -98,7 +98,8 @@ def test_training_and_board_paths_feed_identical_arrays(trained):
 
 @pytest.mark.parametrize("key", ["keras", "onnx", "int8"])
 def test_evaluate_any_model_through_the_same_code(trained, key, tmp_path, capsys):
-    assert evaluate_model.main(["--model", str(trained[key]), "--out", str(tmp_path), *trained["overrides"]]) == 0
+    first, *rest = trained["overrides"]  # overrides may come before and after the options
+    assert evaluate_model.main([first, "--model", str(trained[key]), "--out", str(tmp_path), *rest]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_images"] == 20 and np.array(metrics["confusion_matrix"]).sum() == 20
     assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "report.md").is_file()
