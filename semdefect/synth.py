@@ -147,6 +147,16 @@ def _strength(rng: np.random.Generator, difficulty: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
+def _count(rng: np.random.Generator, difficulty: float, lo: int, hi: int) -> int:
+    """How many instances of a defect: lo..hi at difficulty 0, fewer (down to lo) as difficulty rises.
+
+    Several instances spread over the field make a class recognisable wherever they land, which is what a
+    small CNN trained on a few hundred images needs; a single sub-feature-sized defect it can only memorise.
+    """
+    top = lo + int(round((hi - lo) * (1.0 - 0.5 * difficulty)))
+    return int(rng.integers(lo, top + 1))
+
+
 def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
     names = list(weights)
     p = np.array([weights[n] for n in names], dtype=float)
@@ -313,7 +323,7 @@ def _make_grating(rng: np.random.Generator, size: int, class_name: str) -> Grati
     Classes whose defect lives on the lines get pitches wide enough for the defect to be resolved.
     """
     sc = size / REFERENCE_SIZE
-    lo, hi = {"ler": (12, 26), "Bridge": (9, 24), "opens": (9, 24), "other": (8, 24)}.get(class_name, (6, 24))
+    lo, hi = {"ler": (12, 26), "Bridge": (11, 24), "opens": (11, 24), "other": (10, 24)}.get(class_name, (6, 24))
     pitch = float(np.exp(rng.uniform(math.log(lo), math.log(hi)))) * sc
     duty = rng.uniform(0.35, 0.6)
     sidewall = max(0.6, rng.uniform(0.7, 1.6) * sc)
@@ -451,19 +461,24 @@ def _add_bridge(scene: Scene, rng: np.random.Generator, difficulty: float) -> tu
     g: Grating = scene.geom
     old = scene.height
     new = old.copy()
-    for _ in range(int(rng.choice([1, 1, 1, 2, 2, 3]))):
+    # Bridging comes from a process drifting out of its window, so it strikes many places at once.
+    for _ in range(_count(rng, difficulty, 8, 20)):
         s = _strength(rng, difficulty)
         x, y = scene.pick_point(rng, g.pitch + 4)
-        uc = round(float(g.u[y, x]) / g.pitch) * g.pitch  # spaces are centred on cell boundaries
+        # One space, or material smeared across several neighbouring spaces (and the lines between them).
+        spaces = int(rng.choice([1, 1, 1, 2, 3]))
+        uc = (round(float(g.u[y, x]) / g.pitch) + (spaces - 1) / 2) * g.pitch  # spaces sit on cell boundaries
         v0 = float(g.v[y, x])
-        du = g.u - uc
-        half_len = (0.6 + rng.uniform(0.4, 1.4) * s * g.half_width) + 0.3
-        neck = rng.uniform(0.0, 0.6)
-        lh = half_len * (1 - neck * (1 - np.minimum(np.abs(du) / g.gap_half, 1) ** 2))
-        skew = rng.uniform(-0.6, 0.6)
-        along = _ramp((lh - np.abs(g.v - v0 - skew * du)) / g.sidewall)
-        shape = along * _ramp((g.gap_half + 1.0 - np.abs(du)) / g.sidewall)
-        new = np.maximum(new, (0.55 + 0.45 * s) * shape)
+        across = (spaces - 1) * g.pitch / 2 + g.gap_half
+        half_len = 1.5 * scene.scale + rng.uniform(0.8, 1.6) * s * max(g.half_width, 2.0 * scene.scale)
+        neck = rng.uniform(0.0, 0.4)
+        skew = rng.uniform(-0.5, 0.5)
+        ys, xs = _patch(scene.size, x, y, half_len + across * 1.6 + g.pitch + 2)
+        du = g.u[ys, xs] - uc
+        lh = half_len * (1 - neck * (1 - np.minimum(np.abs(du) / across, 1) ** 2))
+        along = _ramp((lh - np.abs(g.v[ys, xs] - v0 - skew * du)) / g.sidewall)
+        shape = along * _ramp((across + 1.0 - np.abs(du)) / g.sidewall)
+        new[ys, xs] = np.maximum(new[ys, xs], (0.8 + 0.2 * s) * shape)
     scene.set_height(new)
     return _changed(old, new), "bridge"
 
@@ -473,23 +488,26 @@ def _add_open(scene: Scene, rng: np.random.Generator, difficulty: float) -> tupl
     g: Grating = scene.geom
     old = scene.height
     new = old.copy()
-    variant = "break" if rng.random() < 0.75 else "notch"
-    for _ in range(int(rng.choice([1, 1, 1, 2]))):
+    variant = "break" if rng.random() < 0.8 else "notch"
+    # Like bridging, opens come from a process out of its window: many lines break at once.
+    for _ in range(_count(rng, difficulty, 8, 20)):
         s = _strength(rng, difficulty)
         x, y = scene.pick_point(rng, g.pitch + 4)
         uc = (math.floor(float(g.u[y, x]) / g.pitch) + 0.5) * g.pitch
         v0 = float(g.v[y, x])
-        du = g.u - uc
-        half_len = 0.5 + rng.uniform(0.5, 2.5) * s * scene.scale + rng.uniform(0, 0.5) * g.half_width * s
-        lh = half_len + rng.uniform(0.3, 1.0) * g.half_width * (np.minimum(np.abs(du) / g.half_width, 1) ** 2)
+        half_len = (1.5 + rng.uniform(1.0, 3.5) * s) * scene.scale + rng.uniform(0.2, 0.8) * g.half_width * s
+        flare = rng.uniform(0.3, 1.0) * g.half_width
         skew = rng.uniform(-0.4, 0.4)
         reach = g.half_width + min(1.5, g.gap_half)
-        cut = _ramp((lh - np.abs(g.v - v0 - skew * du)) / g.sidewall) * _ramp((reach - np.abs(du)) / g.sidewall)
+        ys, xs = _patch(scene.size, x, y, half_len + flare + reach * 1.5 + g.pitch + 2)
+        du = g.u[ys, xs] - uc
+        lh = half_len + flare * (np.minimum(np.abs(du) / g.half_width, 1) ** 2)
+        cut = _ramp((lh - np.abs(g.v[ys, xs] - v0 - skew * du)) / g.sidewall) * _ramp((reach - np.abs(du)) / g.sidewall)
         if variant == "notch":
             side = 1.0 if rng.random() < 0.5 else -1.0
             depth = rng.uniform(0.65, 0.9)
             cut = cut * _ramp((side * du - g.half_width * (1 - 2 * depth)) / g.sidewall)
-        new = np.minimum(new, 1 - cut)
+        new[ys, xs] = np.minimum(new[ys, xs], 1 - cut)
     scene.set_height(new)
     return _changed(old, new), variant
 
@@ -499,19 +517,19 @@ def _add_ler(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
     g: Grating = scene.geom
     s = _strength(rng, difficulty)
     size = scene.size
-    amp = (0.6 + 1.6 * s) * scene.scale
+    amp = (1.0 + 1.8 * s) * scene.scale
     corr = rng.uniform(2, 6) * scene.scale
     reach = int(math.ceil((size - 1) / 2 * math.sqrt(2))) + 2
     kidx = g.k - g.k.min()
     vi = np.clip(np.rint(g.v + reach).astype(np.int32), 0, 2 * reach)
     tables = amp * _noise_rows(rng, 2 * (int(kidx.max()) + 1), 2 * reach + 1, corr)
-    if rng.random() < 0.6:
+    if rng.random() < 0.85:
         envelope: np.ndarray | float = 1.0
         variant = "global"
     else:
         x, y = scene.pick_point(rng, 16 * scene.scale)
         yy, xx = _grid(size)
-        radius = rng.uniform(20, 45) * scene.scale
+        radius = rng.uniform(30, 55) * scene.scale
         envelope = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * radius ** 2))
         variant = "regional"
     old = scene.height
@@ -525,9 +543,9 @@ def _add_particle(scene: Scene, rng: np.random.Generator, difficulty: float) -> 
     size = scene.size
     yy, xx = _grid(size)
     mask = np.zeros((size, size), bool)
-    for _ in range(int(rng.choice([1, 1, 1, 1, 2, 3]))):
+    for _ in range(_count(rng, difficulty, 4, 12)):
         s = _strength(rng, difficulty)
-        radius = (1.8 + rng.uniform(0.3, 1.0) * 8 * s) * scene.scale
+        radius = (3.0 + rng.uniform(0.4, 1.0) * 7 * s) * scene.scale
         x, y = scene.pick_point(rng, radius + 2)
         ys, xs = _patch(size, x, y, radius * 4)
         dx, dy = xx[ys, xs] - x, yy[ys, xs] - y
@@ -537,7 +555,7 @@ def _add_particle(scene: Scene, rng: np.random.Generator, difficulty: float) -> 
         h = scene.height[ys, xs]
         scene.height[ys, xs] = np.maximum(h, inside * (1.0 + rng.uniform(0.6, 1.5) * dome))
         facets = 1 + 0.2 * _smooth_noise(rng, inside.shape, max(2.0, radius / 2))
-        body = (scene.high * rng.uniform(1.1, 1.6) + 0.1 * s) * facets
+        body = (scene.high * rng.uniform(1.3, 1.8) + 0.2 * s) * facets
         scene.material[ys, xs] = scene.material[ys, xs] * (1 - inside) + inside * body
         # Shadow on the side away from the side detector; charging halo around insulating particles.
         off = radius * rng.uniform(0.5, 1.0)
@@ -558,8 +576,8 @@ def _add_contamination(scene: Scene, rng: np.random.Generator, difficulty: float
     yy, xx = _grid(size)
     s = _strength(rng, difficulty)
     shape = np.full((size, size), -1.0, np.float32)
-    for _ in range(int(rng.choice([1, 2, 2, 3, 4, 5]))):
-        radius = rng.uniform(5, 10 + 22 * s) * scene.scale
+    for _ in range(_count(rng, difficulty, 3, 8)):
+        radius = rng.uniform(8, 12 + 22 * s) * scene.scale
         x, y = scene.pick_point(rng, radius * 0.6)
         aspect = rng.uniform(0.6, 1.6)
         a = rng.uniform(0, np.pi)
@@ -604,7 +622,7 @@ def _add_crack(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
     """A thin dark branching fracture that crosses features; its lips show as a faint bright rim."""
     size = scene.size
     s = _strength(rng, difficulty)
-    width = (0.9 + 1.8 * s) * scene.scale
+    width = (1.4 + 1.8 * s) * scene.scale
     from_border = rng.random() < 0.7
     if from_border:
         # Enter from a border, head across the field.
@@ -623,7 +641,7 @@ def _add_crack(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
     if not from_border and rng.random() < 0.5:
         # Cracks starting inside often run both ways from the origin.
         paths.append(_crack_path(rng, scene, start, heading + math.pi, length * 0.6, width))
-    for _ in range(int(rng.choice([0, 1, 1, 2, 3, 4]))):
+    for _ in range(int(rng.choice([2, 3, 3, 4, 5]))):
         i = int(rng.integers(1, len(main_pts) - 1)) if len(main_pts) > 2 else 0
         seg = main_pts[min(i + 1, len(main_pts) - 1)] - main_pts[i]
         base = math.atan2(seg[1], seg[0])
@@ -635,7 +653,7 @@ def _add_crack(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
     # The lips of the fracture are slopes (bright edges); electrons from inside the gap rarely escape, so
     # the gap itself is dark whatever the edge effect would give: a gain, not a material.
     scene.set_height(scene.height - rng.uniform(0.15, 0.5) * cover)
-    scene.gain *= 1 - (0.55 + 0.4 * s) * cover
+    scene.gain *= 1 - (0.7 + 0.25 * s) * cover
     return cover > 0.5, "crack"
 
 
@@ -660,18 +678,18 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
     sc = scene.scale
     s = _strength(rng, difficulty)
     yy, xx = _grid(size)
-    variant = _choose(rng, {"scratch": 0.55, "dishing": 0.2, "slurry": 0.25})
+    variant = _choose(rng, {"scratch": 0.45, "dishing": 0.25, "slurry": 0.3})
     if variant == "scratch":
         paths = []
         base = _arc(rng, size, scene.usable)
-        bundle = int(rng.choice([1, 1, 2, 3, 4]))
+        bundle = int(rng.choice([1, 2, 2, 3, 4]))
         normal = np.array([-(base[-1] - base[0])[1], (base[-1] - base[0])[0]])
         normal /= np.linalg.norm(normal) + 1e-9
         for j in range(bundle):
             pts = base + normal * j * rng.uniform(2, 6) * sc if j else base
             if bundle == 1 and rng.random() < 0.3:
                 pts = _arc(rng, size, scene.usable)
-            w = (0.7 + 1.0 * s * rng.uniform(0.5, 1.0)) * sc
+            w = (1.0 + 1.2 * s * rng.uniform(0.5, 1.0)) * sc
             if rng.random() < 0.25:
                 # Chatter: the pad skips, leaving a dotted line of pits.
                 for i in range(0, len(pts) - 1, 2):
@@ -686,10 +704,10 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             scene.set_height(scene.height * (1 - (0.5 + 0.4 * s) * cover))
         else:
             scene.set_height(scene.height - (0.1 + 0.25 * s) * cover)
-        scene.material = scene.material * (1 - (0.25 + 0.4 * s) * cover)
+        scene.material = scene.material * (1 - (0.35 + 0.4 * s) * cover)
         return cover > 0.2, variant
     if variant == "dishing":
-        radius = rng.uniform(18, 38) * sc
+        radius = rng.uniform(22, 42) * sc
         x, y = scene.pick_point(rng, radius * 0.4)
         rho = _blob(rng, xx - x, yy - y, radius, 0.3, rng.uniform(0.6, 1.6), rng.uniform(0, np.pi))
         patch = _ramp((1 - rho) * radius / (rng.uniform(6, 14) * sc))
@@ -699,15 +717,15 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             scene.set_height(scene.height * (1 - (0.3 + 0.5 * s) * patch))
         else:
             scene.set_height(scene.height - (0.1 + 0.25 * s) * patch)
-        scene.gain *= 1 - (0.06 + 0.16 * s) * patch
+        scene.gain *= 1 - (0.12 + 0.2 * s) * patch
         return patch > 0.5, variant
     # Slurry residue: clusters of abrasive grains (bright specks) on a faint film.
     specks = np.zeros((size, size), np.float32)
     film = np.zeros((size, size), np.float32)
-    for _ in range(int(rng.choice([1, 1, 2, 3]))):
+    for _ in range(int(rng.choice([1, 2, 2, 3]))):
         x, y = scene.pick_point(rng, 10 * sc)
-        spread = rng.uniform(5, 16) * sc
-        n = int(rng.integers(8, 40))
+        spread = rng.uniform(6, 16) * sc
+        n = int(rng.integers(15, 45))
         px_ = np.clip(np.rint(x + spread * rng.standard_normal(n)), 0, size - 1).astype(int)
         py_ = np.clip(np.rint(y + spread * rng.standard_normal(n)), 0, scene.usable - 1).astype(int)
         np.add.at(specks, (py_, px_), rng.uniform(0.6, 1.0, n).astype(np.float32))
@@ -757,23 +775,23 @@ def _add_via(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
     # Radius edits go into the hole table; shape edits are cut into the re-rendered array afterwards.
     shape_edits: list[Callable[[np.ndarray], np.ndarray]] = []
     kinds = []
-    for _ in range(int(rng.choice([1, 1, 2, 2, 3]))):
+    for _ in range(_count(rng, difficulty, 6, 16)):
         s = _strength(rng, difficulty)
         x, y = scene.pick_point(rng, max(ha.px, ha.py) * 0.8)
         j, i = int(ha.iy[y, x]), int(ha.ix[y, x])
         r0 = float(ha.radius[j, i])
-        kind = _choose(rng, {"missing": 0.25, "undersized": 0.25, "merged": 0.2, "misshapen": 0.2, "shallow": 0.1})
+        kind = _choose(rng, {"missing": 0.3, "undersized": 0.2, "merged": 0.25, "misshapen": 0.15, "shallow": 0.1})
         kinds.append(kind)
         centre = ha.to_pixel(float(ha.cu[j, i]), float(ha.cv[j, i]), size)
         if kind == "missing":
             radius[j, i] = -1e3
         elif kind == "undersized":
-            radius[j, i] = r0 * (0.25 + 0.5 * (1 - s))
+            radius[j, i] = r0 * (0.2 + 0.35 * (1 - s))
         elif kind == "merged":
             nj, ni = (j, i + 1) if rng.random() < 0.6 or j + 1 >= ha.cu.shape[0] else (j + 1, i)
             ni = min(ni, ha.cu.shape[1] - 1)
             other = ha.to_pixel(float(ha.cu[nj, ni]), float(ha.cv[nj, ni]), size)
-            shape_edits.append(partial(_capsule_hole, ha=ha, a=centre, b=other, radius=r0 * (0.45 + 0.5 * s)))
+            shape_edits.append(partial(_capsule_hole, ha=ha, a=centre, b=other, radius=r0 * (0.7 + 0.3 * s)))
         elif kind == "misshapen":
             radius[j, i] = -1e3
             shift = rng.normal(0, 0.15 * r0, 2)
@@ -782,7 +800,7 @@ def _add_via(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
                 centre=(centre[0] + shift[0], centre[1] + shift[1]), radius=r0 * rng.uniform(0.8, 1.15),
                 roughness=0.25 + 0.5 * s, aspect=1 + rng.uniform(0.1, 0.7) * s))
         else:
-            shape_edits.append(partial(_shallow_hole, ha=ha, j=j, i=i, floor=0.35 + 0.45 * s))
+            shape_edits.append(partial(_shallow_hole, ha=ha, j=j, i=i, floor=0.6 + 0.35 * s))
     new = ha.height(radius)
     for edit in shape_edits:
         new = edit(new)
@@ -798,21 +816,29 @@ def _add_other(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
     s = _strength(rng, difficulty)
     old = scene.height
     if scene.kind == "grating":
-        variant = _choose(rng, {"collapse": 0.4, "voids": 0.2, "missing_pattern": 0.25, "blister": 0.15})
+        variant = _choose(rng, {"collapse": 0.35, "voids": 0.15, "missing_pattern": 0.35, "blister": 0.15})
     else:
         variant = _choose(rng, {"voids": 0.6, "blister": 0.4})
     if variant == "collapse":
-        # Tall lines lean onto their neighbours in pairs: the zipper pattern of capillary collapse.
+        # Tall lines lean onto their neighbours in pairs and buckle: the zipper pattern of capillary
+        # collapse. Each line is displaced as a whole (both edges together) by a lean that alternates between
+        # neighbours and wanders slowly along the line, so pairs touch in places and gape open in others;
+        # that wandering, not a roughened edge, is what sets it apart from LER.
         g: Grating = scene.geom
         x, y = scene.pick_point(rng, 10 * sc)
-        radius = rng.uniform(15, 40) * sc * (0.6 + 0.6 * s)
-        env = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * radius ** 2))
-        lean = (g.gap_half + 0.6) * np.where(g.k % 2 == 0, 1.0, -1.0).astype(np.float32) * np.minimum(env * 1.5, 1)
+        radius = rng.uniform(35, 60) * sc * (0.7 + 0.5 * s)
+        env = np.minimum(1.6 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * radius ** 2)), 1.0)
+        reach = int(math.ceil((size - 1) / 2 * math.sqrt(2))) + 2
+        kidx = g.k - g.k.min()
+        vi = np.clip(np.rint(g.v + reach).astype(np.int32), 0, 2 * reach)
+        wander = _noise_rows(rng, int(kidx.max()) + 1, 2 * reach + 1, rng.uniform(8, 16) * sc)[kidx, vi]
+        side = np.where(g.k % 2 == 0, 1.0, -1.0).astype(np.float32)
+        lean = (g.gap_half + 0.6) * env * (0.7 * side + 0.6 * wander)
         new = g.height(-lean, lean, touch=True)
         scene.set_height(new)
         return _changed(old, new, 0.3), variant
     if variant == "missing_pattern":
-        radius = rng.uniform(10, 30) * sc * (0.6 + 0.6 * s)
+        radius = rng.uniform(16, 34) * sc * (0.7 + 0.5 * s)
         x, y = scene.pick_point(rng, radius * 0.5)
         rho = _blob(rng, xx - x, yy - y, radius, 0.5, rng.uniform(0.6, 1.6), rng.uniform(0, np.pi))
         region = _ramp((1 - rho) * radius / 1.5)
@@ -824,8 +850,8 @@ def _add_other(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
     mask = np.zeros((size, size), bool)
     if variant == "voids":
         # Pits in the film: deep and dark (few secondary electrons escape), with a bright rim.
-        for _ in range(int(rng.choice([1, 2, 3, 4, 6]))):
-            radius = (1.5 + rng.uniform(0.3, 1.0) * 6 * s) * sc
+        for _ in range(_count(rng, difficulty, 6, 16)):
+            radius = (2.5 + rng.uniform(0.3, 1.0) * 5 * s) * sc
             x, y = scene.pick_point(rng, radius + 2)
             ys, xs = _patch(size, x, y, radius * 2)
             rho = _blob(rng, xx[ys, xs] - x, yy[ys, xs] - y, radius, rng.uniform(0.1, 0.4), rng.uniform(0.8, 1.3))
@@ -835,13 +861,14 @@ def _add_other(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
             mask[ys, xs] |= inside > 0.5
         return mask, variant
     # Blister: film lifted into a smooth dome, brighter from charging, the pattern showing through.
-    radius = rng.uniform(12, 30) * sc * (0.6 + 0.5 * s)
+    radius = rng.uniform(14, 32) * sc * (0.7 + 0.5 * s)
     x, y = scene.pick_point(rng, radius * 0.7)
     rho = _blob(rng, xx - x, yy - y, radius, 0.15, rng.uniform(0.7, 1.4), rng.uniform(0, np.pi))
-    dome = np.clip(1 - rho ** 2, 0, 1) ** 1.5
+    # The lifted film rises steeply at its rim (a bright ring from the edge effect) and charges on top.
+    dome = np.sqrt(np.clip(1 - rho ** 2, 0, 1))
     dome[scene.usable:] = 0
-    scene.set_height(old + (0.3 + 0.6 * s) * dome)
-    scene.extra += (0.02 + 0.05 * s) * dome
+    scene.set_height(old + (0.8 + 0.6 * s) * dome)
+    scene.extra += (0.06 + 0.1 * s) * dome
     return dome > 0.2, variant
 
 
