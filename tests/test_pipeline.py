@@ -78,6 +78,15 @@ def test_onnx_models_carry_their_facts(trained):
     assert trained["int8"].stat().st_size < trained["onnx"].stat().st_size / 2
 
 
+def test_int8_probabilities_come_from_a_float_softmax(trained):
+    # A quantized Softmax reports probabilities in steps of 1/256 (ties between close classes); ours stays float.
+    nodes = onnx.load(str(trained["int8"])).graph.node
+    producer = {output: node for node in nodes for output in node.output}
+    softmax = [n for n in nodes if n.op_type == "Softmax"]
+    assert len(softmax) == 1 and producer[softmax[0].input[0]].op_type == "DequantizeLinear"
+    assert not [n for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] == softmax[0].output[0]]
+
+
 def test_training_and_board_paths_feed_identical_arrays(trained):
     """The array Keras trains on and the array the board's session gets for the same file are equal."""
     from semdefect.config import load_config
