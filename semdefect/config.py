@@ -61,6 +61,8 @@ RANGES = {
     "prepare.match_threshold": (-1.0, 1.0),
     "prepare.min_detail": (0.0, 1.0),
     "prepare.blank_match_threshold": (-1.0, 1.0),
+    "prepare.low_detail": (0.0, 1.0),
+    "prepare.fine_band_threshold": (-1.0, 1.0),
     "prepare.rare_fraction": (0.0, 1.0),
     "prepare.workers": (0, None),
 }
