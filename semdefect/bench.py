@@ -97,6 +97,39 @@ def folder_pipeline(path: Path, images: list[Path], batch_size: int) -> dict[str
             "ratio": pipeline / raw}
 
 
+def profile_nodes(path: Path, image: np.ndarray, runs: int = 200) -> list[dict]:
+    """Median time per graph node at batch 1 and one thread, from onnxruntime's profiler, slowest first."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from .onnx_tools import session_options
+
+    options = session_options(threads=1)
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as scratch:
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: image[None].astype(np.float32)}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_node: dict[tuple[str, str], list[float]] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            key = (event["name"].removesuffix("_kernel_time"), event["args"].get("op_name", ""))
+            per_node.setdefault(key, []).append(event["dur"])
+    rows = [{"node": name, "op": op, "median_us": float(np.median(times))} for (name, op), times in per_node.items()]
+    return sorted(rows, key=lambda row: -row["median_us"])
+
+
+def format_profile(name: str, rows: list[dict], top: int = 8) -> str:
+    total = sum(row["median_us"] for row in rows)
+    lines = [f"{name}: {total:.0f} us in {len(rows)} nodes (median per node, batch 1, 1 thread); slowest:"]
+    lines += [f"  {row['median_us']:7.1f} us  {row['op']:<16} {row['node']}" for row in rows[:top]]
+    return "\n".join(lines)
+
+
 def agreement(fp32: Path, int8: Path, image_files: list[Path], test_data: Path | None) -> dict:
     """INT8 against FP32: top-1 agreement over every image, and both accuracies on a labelled test folder."""
     from .evaluation import load_eval_data, predict_probabilities
@@ -118,7 +151,7 @@ def agreement(fp32: Path, int8: Path, image_files: list[Path], test_data: Path |
 
 
 def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int,
-              test_data: Path | None = None) -> dict:
+              test_data: Path | None = None, profile: bool = False) -> dict:
     from .images import load_image
     from .onnx_tools import OnnxClassifier
 
@@ -153,6 +186,8 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
             "batch1_p50_2t": q["batch1_p50_ms_2t"] / f["batch1_p50_ms_2t"],
             "batch64_throughput": q["batch64_img_per_s"] / f["batch64_img_per_s"],
         }
+    if profile:
+        result["profile"] = {name: profile_nodes(path, one[0]) for name, path in models.items() if name != "keras"}
     if "fp32" in models and "int8" in models:
         result["agreement"] = agreement(models["fp32"], models["int8"], image_files, test_data)
     if pipeline_images:
@@ -188,6 +223,8 @@ def format_table(result: dict) -> str:
         lines.append(f"Folder pipeline: {p['pipeline_img_per_s']:.0f} img/s over {p['images']} files vs raw session "
                      f"{p['raw_session_img_per_s']:.0f} img/s on preloaded arrays: {p['ratio']:.2f}x")
     lines.append("Keras runs with TensorFlow's own thread choice (its latency is in the 2-thread columns).")
+    for name, rows in result.get("profile", {}).items():
+        lines += ["", format_profile(name, rows)]
     return "\n".join(lines)
 
 
@@ -202,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a dataset root or folder of class folders: FP32 and INT8 accuracy on its test images")
     parser.add_argument("--rounds", type=int, default=300, help="timed batch-1 runs per model and thread count")
     parser.add_argument("--pipeline-images", type=int, default=3000, help="files for the folder pipeline (0 = skip)")
+    parser.add_argument("--profile", action="store_true", help="also print onnxruntime's per-node times")
     parser.add_argument("--json", type=Path, default=Path("models/bench.json"))
     args = parser.parse_args(argv)
     setup_logging()
@@ -214,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         files, _ = find_images([args.images])
         if not files:
             raise SemdefectError(f"no images under {args.images}")
-        result = benchmark(models, files, args.rounds, args.pipeline_images, args.test)
+        result = benchmark(models, files, args.rounds, args.pipeline_images, args.test, args.profile)
         result["cpu"] = os.cpu_count()
         write_json_atomic(args.json, result)
         print(format_table(result))
