@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         from semdefect.evaluation import load_classifier, load_eval_data, score
         from semdefect.metrics import format_table, write_reports
+        from semdefect.onnx_tools import AveragedViews
 
         classifier = load_classifier(args.model or Path(cfg["train"]["output"]))
+        if cfg["evaluate"]["tta"] > 1:
+            classifier = AveragedViews(classifier, cfg["evaluate"]["tta"])
         loaded = load_eval_data(args.data or Path(cfg["data"]["root"]), args.split or cfg["evaluate"]["split"],
                                 classifier.class_names, classifier.prep)
         metrics, _ = score(classifier, loaded, cfg["evaluate"]["batch_size"])

@@ -24,19 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write all rows to this .csv or .json file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per session run (default 32)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: one per core)")
+    parser.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="average over this many rotated/mirrored views of each image (default 1: off; "
+                             "N times the inference cost)")
     parser.add_argument("--quiet", action="store_true", help="no line per image: a progress bar and the summary")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from semdefect.files import find_images
         from semdefect.inference import classify, error_row, format_top3, write_rows
-        from semdefect.onnx_tools import OnnxClassifier
+        from semdefect.onnx_tools import AveragedViews, OnnxClassifier
 
         if args.batch_size < 1:
             raise SemdefectError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.output and args.output.suffix.lower() not in (".csv", ".json"):
             raise SemdefectError(f"--output {args.output}: use a .csv or .json file name")
         classifier = OnnxClassifier(args.model, threads=args.threads)
+        if args.tta > 1:
+            classifier = AveragedViews(classifier, args.tta)
         images, problems = find_images(args.paths)
         rows = [error_row(path, f"{path}: {reason}") for path, reason in problems]
         results = classify(classifier, images, args.batch_size)

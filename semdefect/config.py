@@ -30,6 +30,7 @@ CHOICES = {
     "quantize.format": ("qdq", "qoperator"),
     "quantize.calibrate_method": ("minmax", "entropy", "percentile"),
     "prepare.data_bar": ("none", "auto", "rows"),
+    "evaluate.tta": (1, 2, 4, 8),
 }
 
 # (lowest allowed, highest allowed); None leaves that side open.
@@ -156,7 +157,7 @@ def validate(cfg: dict[str, dict[str, Any]]) -> None:
     for dotted, choices in CHOICES.items():
         value = get(cfg, dotted)
         if value not in choices:
-            raise ConfigError(f"config key '{dotted}' must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(f"config key '{dotted}' must be one of {', '.join(map(str, choices))}, got {value!r}")
     for dotted, (low, high) in RANGES.items():
         value = get(cfg, dotted)
         if (low is not None and value < low) or (high is not None and value > high):

@@ -90,6 +90,35 @@ class Classifier:
         raise NotImplementedError
 
 
+TTA_VIEWS = (1, 2, 4, 8)
+
+
+def dihedral_views(batch: np.ndarray, views: int) -> list[np.ndarray]:
+    """The batch seen `views` ways: as it is; + turned 180 degrees; + the two other quarter turns; + each mirrored.
+
+    A top-down SEM image has no preferred orientation, so every view shows the same defect.
+    """
+    turns = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: (0, 1, 2, 3)}[views]
+    out = [np.rot90(batch, k, axes=(1, 2)) for k in turns]
+    if views == 8:
+        out += [view[:, :, ::-1] for view in out]
+    return [np.ascontiguousarray(view) for view in out]
+
+
+class AveragedViews(Classifier):
+    """Test-time augmentation: a model's mean probabilities over several views of each image (that many times
+    the inference cost)."""
+
+    def __init__(self, model: Classifier, views: int):
+        if views not in TTA_VIEWS:
+            raise ValueError(f"test-time views must be one of {TTA_VIEWS}, got {views}")
+        self.model, self.views = model, views
+        self.path, self.info = model.path, model.info
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.mean([self.model.predict(view) for view in dihedral_views(batch, self.views)], axis=0)
+
+
 class OnnxClassifier(Classifier):
     """An ONNX model with its metadata: `predict` takes preprocessed images and returns probabilities."""
 

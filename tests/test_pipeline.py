@@ -15,7 +15,7 @@ import train_model
 from conftest import assert_one_line_error, run_script
 from semdefect import CLASS_NAMES
 from semdefect.images import load_image
-from semdefect.onnx_tools import OnnxClassifier
+from semdefect.onnx_tools import TTA_VIEWS, AveragedViews, OnnxClassifier, dihedral_views
 
 METADATA_KEYS = {"class_names", "image_size", "channels", "preprocess", "semdefect_version"}
 
@@ -172,6 +172,33 @@ def test_infer_json_output_and_exit_0_when_all_succeed(trained, tmp_path, capsys
     assert code == 0 and len(rows) == 20 and all(r["status"] == "ok" and len(r["top3"]) == 3 for r in rows)
     direct = OnnxClassifier(trained["onnx"]).predict(load_image(rows[0]["path"], OnnxClassifier(trained["onnx"]).prep)[None])
     assert rows[0]["confidence"] == pytest.approx(float(direct.max()), abs=1e-6)
+
+
+def test_tta_views_are_the_rotations_and_mirror_images():
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    for views in TTA_VIEWS:
+        seen = dihedral_views(image, views)
+        assert len(seen) == views and len({v.tobytes() for v in seen}) == views
+        np.testing.assert_array_equal(seen[0], image)
+    assert {v.tobytes() for v in dihedral_views(image, 8)} == {
+        np.rot90(m, k, axes=(1, 2)).tobytes() for m in (image, image[:, :, ::-1]) for k in range(4)}
+
+
+def test_tta_averages_the_probabilities_of_the_views(trained, tmp_path):
+    model = OnnxClassifier(trained["onnx"])
+    x = np.stack([load_image(p, model.prep) for p in sorted((trained["data"] / "test").rglob("*.png"))[:4]])
+    expected = np.mean([model.predict(view) for view in dihedral_views(x, 4)], axis=0)
+    np.testing.assert_allclose(AveragedViews(model, 4).predict(x), expected, atol=1e-6)
+    out = tmp_path / "rows.json"
+    assert infer_onnx.main(["--model", str(trained["onnx"]), "--tta", "4", str(trained["data"] / "test"),
+                            "--output", str(out), "--quiet"]) == 0
+    first = json.loads(out.read_text())[0]
+    single = model.predict(load_image(first["path"], model.prep)[None])
+    averaged = AveragedViews(model, 4).predict(load_image(first["path"], model.prep)[None])
+    assert first["confidence"] == pytest.approx(float(averaged.max()), abs=1e-6)
+    assert not np.allclose(single, averaged)
+    assert evaluate_model.main(["--model", str(trained["onnx"]), "--out", str(tmp_path / "e"), "evaluate.tta=2",
+                                *trained["overrides"]]) == 0
 
 
 def test_infer_imports_no_training_stack(trained):
