@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SemdefectError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.output and args.output.suffix.lower() not in (".csv", ".json"):
             raise SemdefectError(f"--output {args.output}: use a .csv or .json file name")
-        classifier = OnnxClassifier(args.model, threads=args.threads)
+        classifier = OnnxClassifier(args.model, threads=args.threads, spin=False)  # decoding shares the cores
         if args.tta > 1:
             classifier = AveragedViews(classifier, args.tta)
         images, problems = find_images(args.paths)

@@ -62,13 +62,19 @@ def check_model_file(path: Path, suffix: str) -> Path:
     return path
 
 
-def session_options(threads: int = 0):
-    """Session options: threads=0 lets onnxruntime choose (one per physical core)."""
+def session_options(threads: int = 0, spin: bool = True):
+    """Session options: threads=0 lets onnxruntime choose (one per physical core).
+
+    spin=False stops idle session threads from busy-waiting for the next run: right when other threads (image
+    decoding) need the same cores.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -122,12 +128,12 @@ class AveragedViews(Classifier):
 class OnnxClassifier(Classifier):
     """An ONNX model with its metadata: `predict` takes preprocessed images and returns probabilities."""
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0, spin: bool = True):
         import onnxruntime as ort
 
         self.path = check_model_file(path, ".onnx")
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads, spin),
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import real_images
 from semdefect.errors import ImageError
-from semdefect.images import Preprocess, load_image, read_gray
+from semdefect.images import Preprocess, load_image, percentiles, read_gray
 
 PREP = Preprocess()
 
@@ -84,6 +84,17 @@ def test_crop_bottom_removes_the_data_bar(tmp_path):
     pixels[80:] = 0  # a black data bar
     x = load_image(save(tmp_path, Image.fromarray(pixels), "bar.png"), Preprocess(crop_bottom=20))
     assert x.min() > 0.7
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000), st.integers(0, 2**32 - 1), st.booleans(),
+       st.lists(st.floats(0, 100), min_size=1, max_size=4))
+def test_fast_percentiles_equal_numpys_bit_for_bit(n, seed, grey_levels, qs):
+    # Models were trained with np.percentile; the board's faster version must give the very same numbers.
+    values = np.random.default_rng(seed).random(n).astype(np.float32)
+    if grey_levels:  # 8-bit images: many equal values
+        values = np.round(values * 255) / 255
+    np.testing.assert_array_equal(percentiles(values, tuple(qs)), np.percentile(values, qs))
 
 
 @pytest.mark.parametrize("method", ["minmax", "equalize"])
