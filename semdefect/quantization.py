@@ -127,6 +127,8 @@ def guard_float_pool(proto, pool_name: str) -> None:
     pool = next(node for node in proto.graph.node if node.name == pool_name)
     consumers = [node for node in proto.graph.node if pool.output[0] in node.input]
     if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
+        log.warning("first MaxPool %s is not followed by one QuantizeLinear: no guard placed (INT8 may run slower)",
+                    pool_name)
         return
     guard = pool.output[0] + "_float_guard"
     consumers[0].input[0] = guard
