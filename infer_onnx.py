@@ -15,6 +15,7 @@ from pathlib import Path
 
 from semdefect.cli import EXIT_CHECK_FAILED, run_stage
 from semdefect.errors import SemdefectError
+from semdefect.onnx_tools import TTA_VIEWS, AveragedViews, OnnxClassifier
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write all rows to this .csv or .json file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per session run (default 32)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: one per core)")
-    parser.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+    parser.add_argument("--tta", type=int, default=1, choices=TTA_VIEWS,
                         help="average over this many rotated/mirrored views of each image (default 1: off; "
                              "N times the inference cost)")
     parser.add_argument("--quiet", action="store_true", help="no line per image: a progress bar and the summary")
@@ -33,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from semdefect.files import find_images
         from semdefect.inference import classify, error_row, format_top3, write_rows
-        from semdefect.onnx_tools import AveragedViews, OnnxClassifier
 
         if args.batch_size < 1:
             raise SemdefectError(f"--batch-size must be at least 1, got {args.batch_size}")

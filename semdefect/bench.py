@@ -76,15 +76,13 @@ def cold_start(kind: str, path: Path, image: np.ndarray) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def folder_pipeline(path: Path, images: list[Path], batch_size: int) -> dict[str, float]:
+def folder_pipeline(path: Path, images: list[Path], arrays: np.ndarray, batch_size: int) -> dict[str, float]:
     """images/s of `inference.classify` on files (as infer_onnx.py runs it) against the model's session with
-    default options on preloaded arrays."""
-    from .images import load_image
+    default options on the same images preloaded (`arrays`)."""
     from .inference import classify
     from .onnx_tools import OnnxClassifier
 
     classifier = OnnxClassifier(path)  # the raw session: default options
-    arrays = np.stack([load_image(p, classifier.prep) for p in images])
     for start in range(0, min(len(arrays), 4 * batch_size), batch_size):  # warm-up
         classifier.predict(arrays[start:start + batch_size])
     start = time.perf_counter()
@@ -132,14 +130,12 @@ def format_profile(name: str, rows: list[dict], top: int = 8) -> str:
     return "\n".join(lines)
 
 
-def agreement(fp32: Path, int8: Path, image_files: list[Path], test_data: Path | None) -> dict:
-    """INT8 against FP32: top-1 agreement over every image, and both accuracies on a labelled test folder."""
+def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> dict:
+    """INT8 against FP32: top-1 agreement over every image of `x`, and both accuracies on a labelled test folder."""
     from .evaluation import load_eval_data, predict_probabilities
-    from .images import load_image
     from .onnx_tools import OnnxClassifier
 
     f, q = OnnxClassifier(fp32), OnnxClassifier(int8)
-    x = np.stack([load_image(p, f.prep) for p in image_files])
     same = predict_probabilities(f, x).argmax(1) == predict_probabilities(q, x).argmax(1)
     result = {"images": len(x), "top1_agreement": float(same.mean())}
     if test_data is not None:
@@ -158,7 +154,8 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
     from .onnx_tools import OnnxClassifier
 
     prep = OnnxClassifier(next(p for k, p in models.items() if k != "keras")).prep
-    pool = np.stack([load_image(p, prep) for p in image_files[:64]])
+    images = np.stack([load_image(p, prep) for p in image_files])  # every image, read once
+    pool = images[:64]
     batch64 = np.concatenate([pool] * (64 // len(pool) + 1))[:64]
     one = pool[:1]
     result: dict = {"rounds": rounds, "models": {}}
@@ -188,14 +185,15 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
             "batch1_p50_2t": q["batch1_p50_ms_2t"] / f["batch1_p50_ms_2t"],
             "batch64_throughput": q["batch64_img_per_s"] / f["batch64_img_per_s"],
         }
+        result["agreement"] = agreement(models["fp32"], models["int8"], images, test_data)
     if profile:
         result["profile"] = {name: profile_nodes(path, one[0]) for name, path in models.items() if name != "keras"}
-    if "fp32" in models and "int8" in models:
-        result["agreement"] = agreement(models["fp32"], models["int8"], image_files, test_data)
     if pipeline_images:
-        files = (image_files * (pipeline_images // len(image_files) + 1))[:pipeline_images]
+        repeats = pipeline_images // len(image_files) + 1
+        files = (image_files * repeats)[:pipeline_images]
+        arrays = np.concatenate([images] * repeats)[:pipeline_images]
         target = models.get("int8") or models.get("fp32")
-        result["folder_pipeline"] = folder_pipeline(target, files, batch_size=32)
+        result["folder_pipeline"] = folder_pipeline(target, files, arrays, batch_size=32)
     return result
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .files import write_text_atomic
+from .onnx_tools import TTA_VIEWS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -30,7 +31,7 @@ CHOICES = {
     "quantize.format": ("qdq", "qoperator"),
     "quantize.calibrate_method": ("minmax", "entropy", "percentile"),
     "prepare.data_bar": ("none", "auto", "rows"),
-    "evaluate.tta": (1, 2, 4, 8),
+    "evaluate.tta": TTA_VIEWS,
 }
 
 # (lowest allowed, highest allowed); None leaves that side open.

@@ -82,7 +82,10 @@ def test_int8_keeps_the_ends_in_float_and_quantizes_the_middle(trained):
     # Softmax, the dense head and the first conv block stay float; conv2 and conv3 (most of the work) are INT8.
     nodes = onnx.load(str(trained["int8"])).graph.node
     producer = {output: node for node in nodes for output in node.output}
-    consumers = lambda name: [n for n in nodes if name in n.input]  # noqa: E731
+
+    def consumers(name):
+        return [n for n in nodes if name in n.input]
+
     convs = [n for n in nodes if n.op_type == "Conv"]
     quantized = [producer.get(c.input[0]) is not None and producer[c.input[0]].op_type == "DequantizeLinear"
                  for c in convs]
