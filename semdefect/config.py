@@ -47,6 +47,7 @@ RANGES = {
     "train.patience": (0, None),
     "train.noise_std": (0.0, 1.0),
     "train.zoom": (1.0, 4.0),
+    "train.mixup": (0.0, 10.0),
     "train.label_smoothing": (0.0, 0.5),
     "train.synthetic_per_class": (0, None),
     "evaluate.batch_size": (1, None),

@@ -689,7 +689,7 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             pts = base + normal * j * rng.uniform(2, 6) * sc if j else base
             if bundle == 1 and rng.random() < 0.3:
                 pts = _arc(rng, size, scene.usable)
-            w = (1.0 + 1.2 * s * rng.uniform(0.5, 1.0)) * sc
+            w = (1.3 + 1.5 * s * rng.uniform(0.5, 1.0)) * sc
             if rng.random() < 0.25:
                 # Chatter: the pad skips, leaving a dotted line of pits.
                 for i in range(0, len(pts) - 1, 2):
@@ -703,8 +703,9 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             # Across a pattern the scratch gouges the line tops, which shows more than the shallow groove.
             scene.set_height(scene.height * (1 - (0.5 + 0.4 * s) * cover))
         else:
-            scene.set_height(scene.height - (0.1 + 0.25 * s) * cover)
-        scene.material = scene.material * (1 - (0.35 + 0.4 * s) * cover)
+            # A polished film is flat and dim: the groove shows by its walls and its torn, darker floor.
+            scene.set_height(scene.height - (0.3 + 0.4 * s) * cover)
+        scene.material = scene.material * (1 - (0.5 + 0.4 * s) * cover)
         return cover > 0.2, variant
     if variant == "dishing":
         radius = rng.uniform(22, 42) * sc
@@ -717,7 +718,7 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             scene.set_height(scene.height * (1 - (0.3 + 0.5 * s) * patch))
         else:
             scene.set_height(scene.height - (0.1 + 0.25 * s) * patch)
-        scene.gain *= 1 - (0.12 + 0.2 * s) * patch
+        scene.gain *= 1 - (0.2 + 0.25 * s) * patch
         return patch > 0.5, variant
     # Slurry residue: clusters of abrasive grains (bright specks) on a faint film.
     specks = np.zeros((size, size), np.float32)

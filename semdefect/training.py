@@ -66,15 +66,30 @@ def zoom_batch(x: np.ndarray, rng: np.random.Generator, zoom: float) -> np.ndarr
     return out
 
 
+def mixup_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each image blended with another of the batch, its one-hot label in the same proportion.
+
+    The weight of the image's own half is drawn from Beta(alpha, alpha) and folded above 0.5, so the image keeps
+    most of itself; soft labels temper what a mislabelled image can teach.
+    """
+    n = len(x)
+    own = rng.beta(alpha, alpha, n).astype(np.float32)
+    own = np.maximum(own, 1.0 - own)
+    partner = rng.permutation(n)
+    mixed_x = own[:, None, None, None] * x + (1.0 - own[:, None, None, None]) * x[partner]
+    mixed_y = own[:, None] * y + (1.0 - own[:, None]) * y[partner]
+    return mixed_x.astype(np.float32), mixed_y.astype(np.float32)
+
+
 class BatchSequence(keras.utils.PyDataset):
     """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, noise_std: float,
-                 zoom: float = 1.0):
+                 zoom: float = 1.0, mixup: float = 0.0):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.seed = batch_size, seed
-        self.augment, self.noise_std, self.zoom = augment, noise_std, zoom
+        self.augment, self.noise_std, self.zoom, self.mixup = augment, noise_std, zoom, mixup
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -86,11 +101,13 @@ class BatchSequence(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        xb = self.x[idx]
+        xb, yb = self.x[idx], self.y[idx]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment:
-            xb = augment_batch(xb, np.random.default_rng([self.seed, self.epoch, index]), self.noise_std,
-                               self.zoom)
-        return xb, self.y[idx]
+            xb = augment_batch(xb, rng, self.noise_std, self.zoom)
+        if self.mixup > 0:
+            xb, yb = mixup_batch(xb, yb, rng, self.mixup)
+        return xb, yb
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -188,7 +205,7 @@ def train(cfg: dict) -> dict[str, Path]:
     paths = RunPaths(Path(tcfg["output"]))
     facts = model_facts(classes, prep)
     sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg["batch_size"], tcfg["seed"],
-                             tcfg["augment"], tcfg["noise_std"], tcfg["zoom"])
+                             tcfg["augment"], tcfg["noise_std"], tcfg["zoom"], tcfg["mixup"])
     model, state = resume_or_build(cfg, paths, facts, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
     callbacks = [checkpointer]

@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 
 import train_model
-from semdefect.training import BatchSequence, augment_batch, class_weights, zoom_batch
+from semdefect.training import BatchSequence, augment_batch, class_weights, mixup_batch, zoom_batch
 
 
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
@@ -37,6 +37,23 @@ def test_zoom_magnifies_a_crop_up_to_the_given_factor():
     slopes = np.diff(zoomed[:, 32, 8:56, 0], axis=1).mean(axis=1) / np.diff(ramp[0, 32, 8:56, 0]).mean()
     assert np.all(slopes >= 0.49) and np.all(slopes <= 1.01) and slopes.min() < 0.95
     assert zoomed.dtype == np.float32 and zoomed.min() >= 0 and zoomed.max() <= 1
+
+
+def test_mixup_blends_images_and_labels_alike_and_keeps_most_of_each_image():
+    x = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[np.arange(16) % 4]
+    mixed_x, mixed_y = mixup_batch(x, y, np.random.default_rng(1), alpha=0.4)
+    np.testing.assert_allclose(mixed_y.sum(axis=1), 1.0, rtol=1e-6)
+    own = mixed_y[np.arange(16), np.arange(16) % 4]
+    same_class_partner = own > 0.999  # a partner of the same class adds to the same label
+    assert np.all(own >= 0.5 - 1e-6) and not np.all(same_class_partner)
+    # every mixed image is its own image plus (1 - w) times one other image of the batch
+    for i in np.flatnonzero(~same_class_partner):
+        w = own[i]
+        partner = (mixed_x[i] - w * x[i]) / (1 - w)
+        assert min(np.abs(partner - x[j]).max() for j in range(16)) < 1e-4
+    again = mixup_batch(x, y, np.random.default_rng(1), alpha=0.4)
+    np.testing.assert_array_equal(again[0], mixed_x)
 
 
 def test_class_weights_balance_the_loss():
