@@ -48,6 +48,8 @@ RANGES = {
     "train.noise_std": (0.0, 1.0),
     "train.zoom": (1.0, 4.0),
     "train.mixup": (0.0, 10.0),
+    "train.gamma": (0.0, 2.0),
+    "train.blur": (0.0, 5.0),
     "train.label_smoothing": (0.0, 0.5),
     "train.synthetic_per_class": (0, None),
     "evaluate.batch_size": (1, None),

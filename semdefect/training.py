@@ -66,6 +66,41 @@ def zoom_batch(x: np.ndarray, rng: np.random.Generator, zoom: float) -> np.ndarr
     return out
 
 
+def style_batch(x: np.ndarray, rng: np.random.Generator, gamma: float, blur: float) -> np.ndarray:
+    """Imaging style of another tool: a random gamma in [1/(1+gamma), 1+gamma] (detector response) and a
+    Gaussian blur of random sigma in [0, blur] pixels (beam spot, focus, pixel size); returns a new array.
+
+    Per-image min-max normalisation already takes away gain and offset; these are what it leaves.
+    """
+    n = len(x)
+    out = x
+    if gamma > 0:
+        exponent = np.exp(rng.uniform(-1, 1, (n, 1, 1, 1)) * np.log1p(gamma)).astype(np.float32)
+        out = np.power(np.clip(out, 0.0, 1.0), exponent)
+    if blur > 0:
+        out = gaussian_blur(out, rng.uniform(0, blur, n))
+    return out.astype(np.float32)
+
+
+def gaussian_blur(x: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """Separable Gaussian blur of each image of (n, h, w, 1) with its own sigma (0 = unchanged), edges repeated."""
+    radius = max(1, int(np.ceil(3 * sigmas.max())))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets[None, :] / np.maximum(sigmas[:, None], 1e-6)) ** 2)
+    weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    out = x
+    for axis in (1, 2):
+        padded = np.pad(out, [(0, 0)] + [(radius, radius) if a == axis else (0, 0) for a in (1, 2)] + [(0, 0)],
+                        mode="edge")
+        size = out.shape[axis]
+        blurred = np.zeros_like(out)
+        for k, offset in enumerate(offsets):
+            window = np.take(padded, np.arange(radius + offset, radius + offset + size), axis=axis)
+            blurred += weights[:, k, None, None, None] * window
+        out = blurred
+    return out
+
+
 def mixup_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Each image blended with another of the batch, its one-hot label in the same proportion.
 
@@ -85,11 +120,12 @@ class BatchSequence(keras.utils.PyDataset):
     """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, noise_std: float,
-                 zoom: float = 1.0, mixup: float = 0.0):
+                 zoom: float = 1.0, mixup: float = 0.0, gamma: float = 0.0, blur: float = 0.0):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.seed = batch_size, seed
         self.augment, self.noise_std, self.zoom, self.mixup = augment, noise_std, zoom, mixup
+        self.gamma, self.blur = gamma, blur
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -105,6 +141,8 @@ class BatchSequence(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment:
             xb = augment_batch(xb, rng, self.noise_std, self.zoom)
+            if self.gamma > 0 or self.blur > 0:
+                xb = style_batch(xb, rng, self.gamma, self.blur)
         if self.mixup > 0:
             xb, yb = mixup_batch(xb, yb, rng, self.mixup)
         return xb, yb
@@ -205,7 +243,8 @@ def train(cfg: dict) -> dict[str, Path]:
     paths = RunPaths(Path(tcfg["output"]))
     facts = model_facts(classes, prep)
     sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg["batch_size"], tcfg["seed"],
-                             tcfg["augment"], tcfg["noise_std"], tcfg["zoom"], tcfg["mixup"])
+                             tcfg["augment"], tcfg["noise_std"], tcfg["zoom"], tcfg["mixup"], tcfg["gamma"],
+                             tcfg["blur"])
     model, state = resume_or_build(cfg, paths, facts, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
     callbacks = [checkpointer]

@@ -4,7 +4,8 @@ import shutil
 import numpy as np
 
 import train_model
-from semdefect.training import BatchSequence, augment_batch, class_weights, mixup_batch, zoom_batch
+from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, style_batch,
+                                zoom_batch)
 
 
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
@@ -54,6 +55,30 @@ def test_mixup_blends_images_and_labels_alike_and_keeps_most_of_each_image():
         assert min(np.abs(partner - x[j]).max() for j in range(16)) < 1e-4
     again = mixup_batch(x, y, np.random.default_rng(1), alpha=0.4)
     np.testing.assert_array_equal(again[0], mixed_x)
+
+
+def test_gaussian_blur_spreads_an_impulse_by_its_own_sigma_per_image():
+    x = np.zeros((3, 41, 41, 1), np.float32)
+    x[:, 20, 20, 0] = 1.0
+    out = gaussian_blur(x, np.array([0.0, 1.0, 2.0]))
+    np.testing.assert_array_equal(out[0], x[0])  # sigma 0: unchanged
+    offsets = np.arange(41) - 20
+    for i, sigma in ((1, 1.0), (2, 2.0)):
+        assert abs(out[i].sum() - 1.0) < 1e-5
+        row = out[i, 20, :, 0] / out[i, 20, :, 0].sum()
+        assert abs(np.sqrt((row * offsets ** 2).sum()) - sigma) < 0.05
+    flat = np.full((2, 16, 16, 1), 0.3, np.float32)
+    np.testing.assert_allclose(gaussian_blur(flat, np.array([0.5, 1.5])), flat, atol=1e-6)  # edges repeated
+
+
+def test_style_changes_levels_monotonically_and_keeps_the_range():
+    x = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 1)).astype(np.float32)
+    out = style_batch(x, np.random.default_rng(1), gamma=0.5, blur=0.0)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    for before, after in zip(x, out):  # a gamma keeps the order of the pixels
+        order = np.argsort(before.ravel())
+        assert np.all(np.diff(after.ravel()[order]) >= -1e-6)
+    np.testing.assert_array_equal(style_batch(x, np.random.default_rng(1), 0.0, 0.0), x)
 
 
 def test_class_weights_balance_the_loss():
