@@ -689,7 +689,7 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             pts = base + normal * j * rng.uniform(2, 6) * sc if j else base
             if bundle == 1 and rng.random() < 0.3:
                 pts = _arc(rng, size, scene.usable)
-            w = (1.3 + 1.5 * s * rng.uniform(0.5, 1.0)) * sc
+            w = (1.6 + 1.6 * s * rng.uniform(0.5, 1.0)) * sc
             if rng.random() < 0.25:
                 # Chatter: the pad skips, leaving a dotted line of pits.
                 for i in range(0, len(pts) - 1, 2):
@@ -704,8 +704,8 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
             scene.set_height(scene.height * (1 - (0.5 + 0.4 * s) * cover))
         else:
             # A polished film is flat and dim: the groove shows by its walls and its torn, darker floor.
-            scene.set_height(scene.height - (0.3 + 0.4 * s) * cover)
-        scene.material = scene.material * (1 - (0.5 + 0.4 * s) * cover)
+            scene.set_height(scene.height - (0.4 + 0.4 * s) * cover)
+        scene.material = scene.material * (1 - (0.6 + 0.35 * s) * cover)
         return cover > 0.2, variant
     if variant == "dishing":
         radius = rng.uniform(22, 42) * sc
@@ -731,11 +731,12 @@ def _add_cmp(scene: Scene, rng: np.random.Generator, difficulty: float) -> tuple
         py_ = np.clip(np.rint(y + spread * rng.standard_normal(n)), 0, scene.usable - 1).astype(int)
         np.add.at(specks, (py_, px_), rng.uniform(0.6, 1.0, n).astype(np.float32))
         film += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * (spread * 1.5) ** 2))
-    sigma = 0.5 * sc + 0.2
+    # On a grating, grains as fine as its line edges would vanish among them: those that show are coarser.
+    sigma = (0.9 if scene.kind == "grating" else 0.5) * sc + 0.2
     specks = np.minimum(_blur(specks, sigma) * (2 * math.pi * sigma ** 2), 1.0)  # a lone grain peaks near 1
     film = np.minimum(film, 1.0)
     scene.set_height(scene.height + (0.5 + 0.5 * s) * specks)
-    scene.material = scene.material + (0.15 + 0.25 * s) * specks
+    scene.material = scene.material + (0.3 + 0.3 * s) * specks
     scene.gain *= 1 - 0.1 * s * film
     return _dilate(specks > 0.25), variant
 
