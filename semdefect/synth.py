@@ -870,7 +870,8 @@ def _add_other(scene: Scene, rng: np.random.Generator, difficulty: float) -> tup
     dome = np.sqrt(np.clip(1 - rho ** 2, 0, 1))
     dome[scene.usable:] = 0
     scene.set_height(old + (0.8 + 0.6 * s) * dome)
-    scene.extra += (0.06 + 0.1 * s) * dome
+    # On a pattern the dome's own edge glow competes with every line edge: it shows by its charging.
+    scene.extra += ((0.14 + 0.2 * s) if scene.kind == "grating" else (0.06 + 0.1 * s)) * dome
     return dome > 0.2, variant
 
 
