@@ -292,6 +292,8 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str],
     model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"], mcfg["width"],
                         mcfg["batchnorm"])
     tcfg = cfg["train"]
+    if tcfg["init_from"]:
+        start_from(model, Path(tcfg["init_from"]), facts)
     learning_rate = tcfg["learning_rate"]
     if tcfg["lr_schedule"] == "cosine":  # decays to zero over the full run; early stopping may end it sooner
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, tcfg["epochs"] * steps_per_epoch)
@@ -299,6 +301,22 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str],
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg["label_smoothing"]),
                   metrics=["accuracy"])
     return model, None
+
+
+def start_from(model: keras.Model, path: Path, facts: dict[str, str]) -> None:
+    """Copy the weights of the model in `path` into `model` (fine-tuning); the two must agree on classes,
+    preprocessing and every layer's shape, else the copied weights would mean something else."""
+    source, saved = load_model(path)
+    for key in ("class_names", "image_size", "preprocess"):
+        if saved.get(key) != facts[key]:
+            raise ConfigError(f"train.init_from: {path} was trained with {key} {saved.get(key)}, "
+                              f"this config has {facts[key]}")
+    theirs, ours = source.get_weights(), model.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise ConfigError(f"train.init_from: {path} has other layers than this config's model "
+                          f"(model.head, model.width, model.batchnorm must match)")
+    model.set_weights(theirs)
+    log.info("starting from the weights of %s", path)
 
 
 def load_synthetic(cfg: dict, prep: Preprocess) -> tuple[np.ndarray, np.ndarray]:

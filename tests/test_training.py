@@ -2,10 +2,15 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 import train_model
-from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, style_batch,
-                                zoom_batch)
+from conftest import TINY_SIZE, assert_one_line_error
+from semdefect.errors import ConfigError
+from semdefect.images import Preprocess
+from semdefect.model import build_model, load_model, model_facts
+from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, start_from,
+                                style_batch, zoom_batch)
 
 
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
@@ -108,3 +113,30 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
     history = json.loads((out / "sem_cnn.history.json").read_text())["history"]
     assert len(history["loss"]) == 2  # epoch 1 from the first run, epoch 2 from this one
     assert json.loads((out / "checkpoints" / "state.json").read_text())["epoch"] == 2
+
+
+def test_init_from_copies_the_weights_of_a_matching_model(trained):
+    source, facts = load_model(trained["keras"])
+    fresh = build_model(10, TINY_SIZE, "gmp", batchnorm=True)
+    start_from(fresh, trained["keras"], facts)
+    for theirs, ours in zip(source.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(theirs, ours)
+
+
+def test_init_from_refuses_other_layers_or_preprocessing(trained):
+    _, facts = load_model(trained["keras"])
+    with pytest.raises(ConfigError, match="other layers"):
+        start_from(build_model(10, TINY_SIZE, "flatten"), trained["keras"], facts)
+    other = model_facts(json.loads(facts["class_names"]), Preprocess(image_size=TINY_SIZE, normalize="none"))
+    with pytest.raises(ConfigError, match="preprocess"):
+        start_from(build_model(10, TINY_SIZE, "gmp", batchnorm=True), trained["keras"], other)
+
+
+def test_init_from_a_file_that_is_not_a_model_exits_2(trained, tmp_path, capsys):
+    bad = tmp_path / "start.keras"
+    bad.write_bytes(b"not a zip")
+    overrides = [o for o in trained["overrides"] if not o.startswith("train.output")] + [
+        f"train.output={tmp_path / 'm.keras'}", f"train.init_from={bad}"]
+    assert train_model.main(overrides) == 2
+    assert_one_line_error(capsys.readouterr().err, str(bad))
+    assert not (tmp_path / "m.keras").exists()
