@@ -2,7 +2,7 @@
 
 The reference model of the design is built exactly: Conv 16/32/64 (3x3, ReLU, 'valid') each followed by
 2x2 max-pooling, then Flatten -> Dense 128 -> Dense n softmax. `head: gap` swaps Flatten for global average
-pooling (33 k instead of 1.63 M parameters), `head: gmp` for global max pooling. Input is already scaled to [0, 1] by `images.load_image`.
+pooling (33 k instead of 1.63 M parameters at width 1), `head: gmp` for global max pooling. Input is already scaled to [0, 1] by `images.load_image`.
 """
 
 from __future__ import annotations

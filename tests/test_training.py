@@ -116,9 +116,14 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
     assert json.loads((out / "checkpoints" / "state.json").read_text())["epoch"] == 2
 
 
+def default_model():
+    m = load_config()["model"]
+    return build_model(10, TINY_SIZE, m["head"], m["dropout"], m["width"], m["batchnorm"])
+
+
 def test_init_from_copies_the_weights_of_a_matching_model(trained):
     source, facts = load_model(trained["keras"])
-    fresh = build_model(10, TINY_SIZE, "gmp", batchnorm=True)
+    fresh = default_model()
     start_from(fresh, trained["keras"], facts)
     for theirs, ours in zip(source.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(theirs, ours)
@@ -130,7 +135,7 @@ def test_init_from_refuses_other_layers_or_preprocessing(trained):
         start_from(build_model(10, TINY_SIZE, "flatten"), trained["keras"], facts)
     other = model_facts(json.loads(facts["class_names"]), Preprocess(image_size=TINY_SIZE, normalize="none"))
     with pytest.raises(ConfigError, match="preprocess"):
-        start_from(build_model(10, TINY_SIZE, "gmp", batchnorm=True), trained["keras"], other)
+        start_from(default_model(), trained["keras"], other)
 
 
 def test_init_from_a_file_that_is_not_a_model_exits_2(trained, tmp_path, capsys):
