@@ -12,7 +12,7 @@ $(VENV)/installed: requirements.txt requirements-edge.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# The whole pipeline on the bundled synthetic dataset_sample/ with the default settings (about a minute of training).
+# The whole pipeline on the bundled synthetic dataset_sample/ with the default settings (one to three minutes of training).
 # A model scored on 30 test images can miss the INT8 accuracy budget by one image: quantize then exits 1, the demo
 # says so and carries on. DEMO_ARGS passes overrides to training, e.g. make demo DEMO_ARGS="train.epochs=5".
 demo: $(VENV)/installed
