@@ -6,12 +6,11 @@ import pytest
 
 import train_model
 from conftest import TINY_SIZE, assert_one_line_error
-from semdefect.config import load_config
 from semdefect.errors import ConfigError
 from semdefect.images import Preprocess
 from semdefect.model import build_model, load_model, model_facts
-from semdefect.training import (BatchSequence, RunPaths, augment_batch, class_weights, gaussian_blur, mixup_batch,
-                                resume_or_build, start_from, style_batch, zoom_batch)
+from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, start_from,
+                                style_batch, zoom_batch)
 
 
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
@@ -146,11 +145,3 @@ def test_init_from_a_file_that_is_not_a_model_exits_2(trained, tmp_path, capsys)
     assert train_model.main(overrides) == 2
     assert_one_line_error(capsys.readouterr().err, str(bad))
     assert not (tmp_path / "m.keras").exists()
-
-
-def test_weight_decay_switches_to_adamw_and_zero_keeps_plain_adam(tmp_path):
-    for decay, optimizer in ((0.02, "AdamW"), (0.0, "Adam")):
-        cfg = load_config(None, [f"train.weight_decay={decay}", f"data.image_size={TINY_SIZE}"])
-        model, _ = resume_or_build(cfg, RunPaths(tmp_path / "m.keras"), {}, steps_per_epoch=1)
-        assert type(model.optimizer).__name__ == optimizer
-        assert float(model.optimizer.weight_decay or 0.0) == pytest.approx(decay)
