@@ -6,6 +6,7 @@ import pytest
 
 import train_model
 from conftest import TINY_SIZE, assert_one_line_error
+from semdefect.config import load_config
 from semdefect.errors import ConfigError
 from semdefect.images import Preprocess
 from semdefect.model import build_model, load_model, model_facts
