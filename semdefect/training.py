@@ -307,7 +307,7 @@ def start_from(model: keras.Model, path: Path, facts: dict[str, str]) -> None:
     """Copy the weights of the model in `path` into `model` (fine-tuning); the two must agree on classes,
     preprocessing and every layer's shape, else the copied weights would mean something else."""
     source, saved = load_model(path)
-    for key in ("class_names", "image_size", "preprocess"):
+    for key in ("class_names", "preprocess"):  # preprocess holds the input size too
         if saved.get(key) != facts[key]:
             raise ConfigError(f"train.init_from: {path} was trained with {key} {saved.get(key)}, "
                               f"this config has {facts[key]}")
