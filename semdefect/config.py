@@ -68,6 +68,9 @@ RANGES = {
     "prepare.blank_match_threshold": (-1.0, 1.0),
     "prepare.low_detail": (0.0, 1.0),
     "prepare.fine_band_threshold": (-1.0, 1.0),
+    "prepare.tiled_fine_band_threshold": (-1.0, 1.0),
+    "prepare.blank_tiled_fine_band_threshold": (-1.0, 1.0),
+    "prepare.tile_threshold": (-1.0, 1.0),
     "prepare.rare_fraction": (0.0, 1.0),
     "prepare.workers": (0, None),
 }

@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 
 import prepare_dataset
 from conftest import REAL_DATA, assert_one_line_error, real_images, run_script
-from semdefect.duplicates import DuplicateSettings, detect_data_bar, find_near_duplicates, fingerprint
+from semdefect.duplicates import (DuplicateSettings, blur_matrix, detect_data_bar, find_near_duplicates, fingerprint,
+                                  tile_agreement)
 from semdefect.images import read_gray
 
 KINDS = ("resize", "crop", "jpeg", "contrast", "noise")
@@ -359,3 +360,27 @@ def test_noisy_copies_of_faint_images_are_found_and_other_faint_captures_are_not
     planted = {(i, i + len(faint)) for i in range(len(faint))}
     assert found <= planted, sorted(found - planted)
     assert len(found) >= 10, f"{len(found)} of {len(faint)} noisy copies found"
+
+
+def faint_capture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A blank wafer with one particle in the same place every time; only the grain tells captures apart."""
+    blur = blur_matrix(size, 1.0)
+    grain = blur @ rng.normal(0.0, 1.0, (size, size)) @ blur.T
+    y, x = np.mgrid[0:size, 0:size]
+    distance2 = (y - 30) ** 2 + (x - 34) ** 2
+    particle = -0.3 * (distance2 < 16) + 0.15 * np.exp(-distance2 / 60.0)
+    return (0.5 + 0.01 * grain / grain.std() + particle).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tile_agreement_tells_a_noisy_copy_from_another_capture_of_the_same_particle(seed):
+    """The particle's edge carries most of the fine band, so both pairs have a high fine-band coherence; only
+    the copy agrees in the tiles away from the particle."""
+    rng = np.random.default_rng(seed)
+    capture, other = faint_capture(rng), faint_capture(rng)
+    copy = capture + rng.normal(0.0, 0.01, capture.shape).astype(np.float32)
+    copy_score, other_score = tile_agreement(np.stack([capture, capture]), np.stack([copy, other]))
+    threshold = DuplicateSettings().tile_threshold
+    assert copy_score > threshold + 0.2
+    assert other_score < threshold - 0.3
+
