@@ -23,7 +23,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
 CHOICES = {
     "data.resize": ("bilinear", "bicubic", "nearest", "area"),
-    "data.normalize": ("none", "minmax", "equalize"),
+    "data.normalize": ("none", "minmax", "equalize", "flatten"),
     "model.head": ("flatten", "gap", "gmp"),
     "train.lr_schedule": ("constant", "cosine"),
     "evaluate.split": ("train", "val", "test"),

@@ -8,7 +8,8 @@ What it does, in order, is what the model's metadata declares (`Preprocess.to_me
    luma, an alpha channel composited on white, 32-bit float scaled from its own min..max unless it is in [0, 1];
 3. cut `crop_bottom` rows (an instrument data bar), if asked;
 4. resize to `image_size` x `image_size` with Pillow's filter on the float image (antialiased when shrinking);
-5. optional per-image normalisation (`minmax`: 1st..99th percentile to 0..1; `equalize`: histogram equalisation).
+5. optional per-image normalisation (`minmax`: 1st..99th percentile to 0..1; `equalize`: histogram equalisation;
+   `flatten`: the image minus a heavy blur of it (shading, charging), then `minmax`).
 
 The 1/255 scaling of the reference model is step 2, outside the graph: one less operator for INT8 to get wrong.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,8 @@ RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "area": Image.Resampling.BOX,
 }
-NORMALIZE_METHODS = ("none", "minmax", "equalize")
+NORMALIZE_METHODS = ("none", "minmax", "equalize", "flatten")
+FLATTEN_SIGMA = 1 / 8  # blur of `flatten`, fraction of the image side: slower than any defect, faster than shading
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the camera was held
 
 # Pillow's own bomb check must not warn first: we refuse by our own limit, with the file named.
@@ -116,6 +119,11 @@ def normalize(gray: np.ndarray, method: str) -> np.ndarray:
     if method == "minmax":
         low, high = percentiles(gray, (1.0, 99.0))
         return (gray - low) / (high - low) if high - low > 1e-6 else np.zeros_like(gray)
+    if method == "flatten":
+        # Shading and charging gradients differ from tool to tool and carry no defect: take them away first.
+        rows, cols = gray.shape
+        smooth = shading_matrix(rows, FLATTEN_SIGMA * rows) @ gray @ shading_matrix(cols, FLATTEN_SIGMA * cols).T
+        return normalize(gray - smooth, "minmax")
     if method == "equalize":
         # Rank of each pixel among all pixels: a flat histogram whatever the detector settings.
         flat = gray.ravel()
@@ -126,6 +134,20 @@ def normalize(gray: np.ndarray, method: str) -> np.ndarray:
         cdf = (cdf - cdf[0]) / (cdf[-1] - cdf[0])
         return cdf[inverse].reshape(gray.shape).astype(np.float32)
     return gray
+
+
+@lru_cache(maxsize=8)
+def shading_matrix(size: int, sigma: float) -> np.ndarray:
+    """Local-linear Gaussian smoother along one side, as a matrix: row i fits a line to the pixels around i
+    (Gaussian weights of `sigma`) and takes its value at i. Unlike a plain blur it follows a ramp to the
+    border, so a shading gradient leaves no bright or dark rim behind when it is subtracted."""
+    x = np.arange(size, dtype=np.float64)
+    offset = x[None, :] - x[:, None]                      # (i, j): j - i
+    weights = np.exp(-0.5 * (offset / sigma) ** 2)
+    s0, s1, s2 = weights.sum(1), (weights * offset).sum(1), (weights * offset ** 2).sum(1)
+    # weighted least squares of a + b * offset; a = sum_j w_j (s2 - s1 * offset_j) y_j / (s0 s2 - s1^2)
+    rows = weights * (s2[:, None] - s1[:, None] * offset) / (s0 * s2 - s1 ** 2)[:, None]
+    return rows.astype(np.float32)
 
 
 def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:

@@ -97,7 +97,7 @@ def test_fast_percentiles_equal_numpys_bit_for_bit(n, seed, grey_levels, qs):
     np.testing.assert_array_equal(percentiles(values, tuple(qs)), np.percentile(values, qs))
 
 
-@pytest.mark.parametrize("method", ["minmax", "equalize"])
+@pytest.mark.parametrize("method", ["minmax", "equalize", "flatten"])
 def test_normalisation_takes_away_gain_and_offset(tmp_path, method):
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, (64, 64))
@@ -107,6 +107,22 @@ def test_normalisation_takes_away_gain_and_offset(tmp_path, method):
     a, b = load_image(save(tmp_path, dim, "d.png"), prep), load_image(save(tmp_path, bright, "b.png"), prep)
     assert np.abs(a - b).mean() < 0.03
     assert a.max() > 0.95 and a.min() < 0.05
+
+
+def test_flatten_takes_away_shading_and_keeps_the_defect(tmp_path):
+    """A charging gradient across the field changes min-max output everywhere; flatten leaves the scene."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:128, 0:128] / 127.0
+    scene = 0.5 + 0.03 * rng.standard_normal((128, 128))
+    scene[60:68, 60:68] -= 0.3  # a particle
+    shaded = scene + 0.25 * x + 0.1 * y ** 2
+    prep = Preprocess(normalize="flatten")
+    plain = load_image(save(tmp_path, Image.fromarray(np.clip(scene * 255, 0, 255).astype(np.uint8)), "plain.png"), prep)[..., 0]
+    lit = load_image(save(tmp_path, Image.fromarray(np.clip(shaded * 255, 0, 255).astype(np.uint8)), "lit.png"), prep)[..., 0]
+    assert np.abs(plain - lit).mean() < 0.03
+    minmax = Preprocess(normalize="minmax")
+    assert np.abs(load_image(tmp_path / "plain.png", minmax) - load_image(tmp_path / "lit.png", minmax)).mean() > 0.1
+    assert lit[62:66, 62:66].max() < 0.05 < np.median(lit)  # the particle is still the darkest thing
 
 
 @pytest.mark.parametrize("content, fragment", [
