@@ -41,6 +41,7 @@ RANGES = {
     "data.max_image_pixels": (1, None),
     "model.dropout": (0.0, 0.95),
     "model.width": (0.25, 8.0),
+    "model.blocks": (1, 5),
     "train.epochs": (1, None),
     "train.batch_size": (1, None),
     "train.learning_rate": (1e-7, 1.0),

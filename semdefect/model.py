@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import keras  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .errors import ModelError  # noqa: E402
+from .errors import ConfigError, ModelError  # noqa: E402
 from .files import atomic_path  # noqa: E402
 from .images import Preprocess  # noqa: E402
 from .onnx_tools import Classifier, check_model_file, parse_facts  # noqa: E402
@@ -27,11 +27,18 @@ FACTS_NAME = "semdefect.json"  # our metadata, stored as one more member of the 
 
 
 def build_model(num_classes: int, image_size: int, head: str = "flatten", dropout: float = 0.0,
-                width: float = 1.0, batchnorm: bool = False) -> keras.Model:
-    """The reference CNN with the defaults; `width` scales the conv filters, `batchnorm` adds BatchNorm after each conv."""
+                width: float = 1.0, batchnorm: bool = False, blocks: int = 3) -> keras.Model:
+    """The reference CNN with the defaults; `width` scales the conv filters, `batchnorm` adds BatchNorm after each
+    conv, `blocks` sets the number of conv + pool blocks (filters doubling: 16, 32, 64, 128, ...)."""
+    side = image_size
+    for _ in range(blocks):
+        side = (side - 2) // 2  # 3x3 'valid' conv, then 2x2 pooling
+    if side < 1:
+        raise ConfigError(f"data.image_size={image_size} is too small for model.blocks={blocks}: "
+                          f"nothing is left after {blocks} conv + pool blocks")
     inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
     x = inputs
-    for base in (16, 32, 64):
+    for base in (16 * 2 ** i for i in range(blocks)):
         filters = max(1, round(base * width))
         if batchnorm:  # conv without bias, then BatchNorm, then ReLU: folds into one Conv at export
             x = keras.layers.Conv2D(filters, 3, use_bias=False, name=f"conv{filters}")(x)

@@ -290,7 +290,7 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str],
         log.warning("train.resume=true but no checkpoint in %s: starting afresh", paths.checkpoints)
     data, mcfg = cfg["data"], cfg["model"]
     model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"], mcfg["width"],
-                        mcfg["batchnorm"])
+                        mcfg["batchnorm"], mcfg["blocks"])
     tcfg = cfg["train"]
     if tcfg["init_from"]:
         start_from(model, Path(tcfg["init_from"]), facts)
@@ -314,7 +314,7 @@ def start_from(model: keras.Model, path: Path, facts: dict[str, str]) -> None:
     theirs, ours = source.get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
         raise ConfigError(f"train.init_from: {path} has other layers than this config's model "
-                          f"(model.head, model.width, model.batchnorm must match)")
+                          f"(model.head, model.width, model.blocks, model.batchnorm must match)")
     model.set_weights(theirs)
     log.info("starting from the weights of %s", path)
 

@@ -14,6 +14,7 @@ import quantize_onnx
 import train_model
 from conftest import assert_one_line_error, run_script
 from semdefect import CLASS_NAMES
+from semdefect.errors import ConfigError
 from semdefect.images import load_image
 from semdefect.onnx_tools import TTA_VIEWS, AveragedViews, OnnxClassifier, dihedral_views
 
@@ -53,7 +54,7 @@ def test_reference_preset_builds_the_reference_model_exactly():
     cfg = load_config(ROOT / "configs" / "reference.yaml")
     m = cfg["model"]
     model = build_model(len(cfg["data"]["classes"]), cfg["data"]["image_size"], m["head"], m["dropout"], m["width"],
-                        m["batchnorm"])
+                        m["batchnorm"], m["blocks"])
     assert [layer.name for layer in model.layers] == ["image", "conv16", "pool16", "conv32", "pool32", "conv64",
                                                       "pool64", "flatten", "dense128", "probabilities"]
     assert [layer.kernel_size for layer in model.layers if hasattr(layer, "kernel_size")] == [(3, 3)] * 3
@@ -68,6 +69,17 @@ def test_reference_model_has_the_documented_size_at_128():
     assert build_model(10, 128, "gap").count_params() < 40_000
 
 
+def test_more_blocks_double_the_filters_and_halve_the_map():
+    from semdefect.model import build_model
+
+    model = build_model(10, 128, "gmp", width=2.0, batchnorm=True, blocks=4)
+    convs = [layer for layer in model.layers if layer.name.startswith("conv")]
+    assert [layer.filters for layer in convs] == [32, 64, 128, 256]
+    assert model.get_layer("pool256").output.shape[1:3] == (6, 6)  # 128 -> 126 -> 63 -> ... -> 12 -> 6
+    with pytest.raises(ConfigError, match="data.image_size=32 is too small for model.blocks=5"):
+        build_model(10, 32, "gmp", blocks=5)
+
+
 def test_onnx_models_carry_their_facts(trained):
     for key in ("onnx", "int8"):
         proto = onnx.load(str(trained[key]))
@@ -79,7 +91,7 @@ def test_onnx_models_carry_their_facts(trained):
 
 
 def test_int8_keeps_the_ends_in_float_and_quantizes_the_middle(trained):
-    # Softmax, the dense head and the first conv block stay float; conv2 and conv3 (most of the work) are INT8.
+    # Softmax, the dense head and the first conv block stay float; every later conv (most of the work) is INT8.
     nodes = onnx.load(str(trained["int8"])).graph.node
     producer = {output: node for node in nodes for output in node.output}
 
@@ -89,7 +101,7 @@ def test_int8_keeps_the_ends_in_float_and_quantizes_the_middle(trained):
     convs = [n for n in nodes if n.op_type == "Conv"]
     quantized = [producer.get(c.input[0]) is not None and producer[c.input[0]].op_type == "DequantizeLinear"
                  for c in convs]
-    assert quantized == [False, True, True]
+    assert len(convs) >= 3 and quantized == [False] + [True] * (len(convs) - 1)
     assert [n.op_type for n in nodes if n.op_type in ("Gemm", "MatMul")] and all(
         producer.get(n.input[1]) is None for n in nodes if n.op_type in ("Gemm", "MatMul"))  # float weights
     softmax = [n for n in nodes if n.op_type == "Softmax"]

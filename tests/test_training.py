@@ -118,7 +118,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
 
 def default_model():
     m = load_config()["model"]
-    return build_model(10, TINY_SIZE, m["head"], m["dropout"], m["width"], m["batchnorm"])
+    return build_model(10, TINY_SIZE, m["head"], m["dropout"], m["width"], m["batchnorm"], m["blocks"])
 
 
 def test_init_from_copies_the_weights_of_a_matching_model(trained):
