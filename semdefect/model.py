@@ -60,6 +60,13 @@ def build_model(num_classes: int, image_size: int, head: str = "flatten", dropou
     return keras.Model(inputs, outputs, name=f"sem_cnn_{head}")
 
 
+def build_from_config(cfg: dict) -> keras.Model:
+    """The model the `model` and `data` sections of a config describe (one place that knows the key order)."""
+    data, m = cfg["data"], cfg["model"]
+    return build_model(len(data["classes"]), data["image_size"], m["head"], m["dropout"], m["width"],
+                       m["batchnorm"], m["blocks"])
+
+
 def model_facts(class_names: Sequence[str], prep: Preprocess) -> dict[str, str]:
     """The facts every model file carries, as strings (the ONNX metadata contract)."""
     return {

@@ -22,7 +22,7 @@ from .dataset import LoadedSplit, load_split
 from .errors import ConfigError
 from .files import atomic_path, write_json_atomic
 from .images import Preprocess
-from .model import build_model, load_model, model_facts, save_model
+from .model import build_from_config, load_model, model_facts, save_model
 
 import keras  # noqa: E402  (imported after .model, which quiets TensorFlow's start-up logging)
 
@@ -288,9 +288,7 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str],
         return model, state
     if cfg["train"]["resume"]:
         log.warning("train.resume=true but no checkpoint in %s: starting afresh", paths.checkpoints)
-    data, mcfg = cfg["data"], cfg["model"]
-    model = build_model(len(data["classes"]), data["image_size"], mcfg["head"], mcfg["dropout"], mcfg["width"],
-                        mcfg["batchnorm"], mcfg["blocks"])
+    model = build_from_config(cfg)
     tcfg = cfg["train"]
     if tcfg["init_from"]:
         start_from(model, Path(tcfg["init_from"]), facts)

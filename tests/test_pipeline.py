@@ -49,12 +49,10 @@ def test_saved_model_has_no_optimizer_state_and_carries_its_facts(trained):
 def test_reference_preset_builds_the_reference_model_exactly():
     from conftest import ROOT
     from semdefect.config import load_config
-    from semdefect.model import build_model
+    from semdefect.model import build_from_config
 
     cfg = load_config(ROOT / "configs" / "reference.yaml")
-    m = cfg["model"]
-    model = build_model(len(cfg["data"]["classes"]), cfg["data"]["image_size"], m["head"], m["dropout"], m["width"],
-                        m["batchnorm"], m["blocks"])
+    model = build_from_config(cfg)
     assert [layer.name for layer in model.layers] == ["image", "conv16", "pool16", "conv32", "pool32", "conv64",
                                                       "pool64", "flatten", "dense128", "probabilities"]
     assert [layer.kernel_size for layer in model.layers if hasattr(layer, "kernel_size")] == [(3, 3)] * 3

@@ -9,7 +9,7 @@ from conftest import TINY_SIZE, assert_one_line_error
 from semdefect.config import load_config
 from semdefect.errors import ConfigError
 from semdefect.images import Preprocess
-from semdefect.model import build_model, load_model, model_facts
+from semdefect.model import build_from_config, build_model, load_model, model_facts
 from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, start_from,
                                 style_batch, zoom_batch)
 
@@ -117,8 +117,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
 
 
 def default_model():
-    m = load_config()["model"]
-    return build_model(10, TINY_SIZE, m["head"], m["dropout"], m["width"], m["batchnorm"], m["blocks"])
+    return build_from_config(load_config(None, [f"data.image_size={TINY_SIZE}"]))
 
 
 def test_init_from_copies_the_weights_of_a_matching_model(trained):
