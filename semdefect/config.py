@@ -48,6 +48,7 @@ RANGES = {
     "train.patience": (0, None),
     "train.noise_std": (0.0, 1.0),
     "train.zoom": (1.0, 4.0),
+    "train.zoom_out": (1.0, 4.0),
     "train.mixup": (0.0, 10.0),
     "train.gamma": (0.0, 2.0),
     "train.blur": (0.0, 5.0),

@@ -29,8 +29,10 @@ import keras  # noqa: E402  (imported after .model, which quiets TensorFlow's st
 log = logging.getLogger(__name__)
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float, zoom: float = 1.0) -> np.ndarray:
-    """Random zoom, flips, 90-degree rotations, brightness/contrast and noise; returns a new array.
+def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float, zoom: float = 1.0,
+                  zoom_out: float = 1.0) -> np.ndarray:
+    """Random zoom (in, and out with `zoom_out` > 1), flips, 90-degree rotations, brightness/contrast and noise;
+    returns a new array.
 
     A top-down SEM image has no preferred orientation, its field of view differs from tool to tool and
     recipe to recipe, detector gain and offset vary, and shot noise varies with beam current: the label
@@ -38,6 +40,10 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, noise_std: float, zoo
     """
     n = len(x)
     x = zoom_batch(x, rng, zoom) if zoom > 1.0 else x.copy()
+    if zoom_out > 1.0:
+        # Half of the images (drawn again, so a zoomed one may be shrunk back) see a wider field of view instead.
+        wider = rng.random(n) < 0.5
+        x[wider] = shrink_batch(x[wider], rng, zoom_out)
     flip = rng.random(n) < 0.5
     x[flip] = x[flip][:, :, ::-1]
     turns = rng.integers(0, 4, n)
@@ -63,6 +69,21 @@ def zoom_batch(x: np.ndarray, rng: np.random.Generator, zoom: float) -> np.ndarr
         image = Image.fromarray(x[i, :, :, 0])  # float32 -> mode "F"
         box = (float(left), float(top), float(left + side), float(top + side))
         out[i, :, :, 0] = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
+    return out
+
+
+def shrink_batch(x: np.ndarray, rng: np.random.Generator, zoom_out: float) -> np.ndarray:
+    """Each image shrunk by a random factor in [1, zoom_out] and the field filled with its mirror images: the same
+    kind of scene seen from further away (another tool's or recipe's field of view: one large particle becomes
+    several small ones, a line pattern stays a finer line pattern)."""
+    size = x.shape[1]
+    out = np.empty_like(x)
+    sides = np.maximum(np.round(size / rng.uniform(1.0, zoom_out, len(x))).astype(int), 2)
+    for i, side in enumerate(sides):
+        small = np.asarray(Image.fromarray(x[i, :, :, 0]).resize((side, side), Image.Resampling.BILINEAR))
+        tiled = np.pad(small, 2 * size, mode="symmetric")  # mirror images repeat every 2 * side pixels
+        top, left = size + rng.integers(0, 2 * side, 2)      # any placement of the scene in the field
+        out[i, :, :, 0] = tiled[top:top + size, left:left + size]
     return out
 
 
@@ -120,12 +141,12 @@ class BatchSequence(keras.utils.PyDataset):
     """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, noise_std: float,
-                 zoom: float = 1.0, mixup: float = 0.0, gamma: float = 0.0, blur: float = 0.0):
+                 zoom: float = 1.0, mixup: float = 0.0, gamma: float = 0.0, blur: float = 0.0, zoom_out: float = 1.0):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.seed = batch_size, seed
         self.augment, self.noise_std, self.zoom, self.mixup = augment, noise_std, zoom, mixup
-        self.gamma, self.blur = gamma, blur
+        self.gamma, self.blur, self.zoom_out = gamma, blur, zoom_out
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -140,7 +161,7 @@ class BatchSequence(keras.utils.PyDataset):
         xb, yb = self.x[idx], self.y[idx]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment:
-            xb = augment_batch(xb, rng, self.noise_std, self.zoom)
+            xb = augment_batch(xb, rng, self.noise_std, self.zoom, self.zoom_out)
             if self.gamma > 0 or self.blur > 0:
                 xb = style_batch(xb, rng, self.gamma, self.blur)
         if self.mixup > 0:
@@ -244,7 +265,7 @@ def train(cfg: dict) -> dict[str, Path]:
     facts = model_facts(classes, prep)
     sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg["batch_size"], tcfg["seed"],
                              tcfg["augment"], tcfg["noise_std"], tcfg["zoom"], tcfg["mixup"], tcfg["gamma"],
-                             tcfg["blur"])
+                             tcfg["blur"], tcfg["zoom_out"])
     model, state = resume_or_build(cfg, paths, facts, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
     callbacks = [checkpointer]

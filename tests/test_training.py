@@ -11,7 +11,7 @@ from semdefect.errors import ConfigError
 from semdefect.images import Preprocess
 from semdefect.model import build_from_config, build_model, load_model, model_facts
 from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, start_from,
-                                style_batch, zoom_batch)
+                                shrink_batch, style_batch, zoom_batch)
 
 
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
@@ -44,6 +44,20 @@ def test_zoom_magnifies_a_crop_up_to_the_given_factor():
     slopes = np.diff(zoomed[:, 32, 8:56, 0], axis=1).mean(axis=1) / np.diff(ramp[0, 32, 8:56, 0]).mean()
     assert np.all(slopes >= 0.49) and np.all(slopes <= 1.01) and slopes.min() < 0.95
     assert zoomed.dtype == np.float32 and zoomed.min() >= 0 and zoomed.max() <= 1
+
+
+def test_zoom_out_shows_the_same_scene_smaller_with_its_mirror_images_around_it():
+    # Stripes of period 16 shrunk by s in [1, 3] have period 16 / s: between 1 and 3 times as many edges along a
+    # row, the stripes' share of the field kept (mirror images of a stripe pattern are stripes).
+    stripes = (np.arange(128) // 8 % 2).astype(np.float32)
+    x = np.tile(stripes, (128, 1))[None, :, :, None].repeat(8, axis=0)
+    shrunk = shrink_batch(x, np.random.default_rng(0), 3.0)
+    edges = np.diff(shrunk[:, 64, :, 0] > 0.5, axis=1).sum(axis=1)
+    assert np.all(edges >= 15) and np.all(edges <= 3 * 16 + 2) and edges.max() > 20
+    assert np.all(np.abs(shrunk.mean(axis=(1, 2, 3)) - 0.5) < 0.1)
+    assert shrunk.dtype == np.float32 and shrunk.shape == x.shape
+    flat = np.full((2, 64, 64, 1), 0.3, np.float32)
+    np.testing.assert_allclose(shrink_batch(flat, np.random.default_rng(1), 2.0), flat, atol=1e-6)
 
 
 def test_mixup_blends_images_and_labels_alike_and_keeps_most_of_each_image():
