@@ -39,6 +39,7 @@ RANGES = {
     "data.image_size": (32, 1024),
     "data.crop_bottom": (0, None),
     "data.max_image_pixels": (1, None),
+    "data.min_range": (0.0, 1.0),
     "model.dropout": (0.0, 0.95),
     "model.width": (0.25, 8.0),
     "model.blocks": (1, 5),

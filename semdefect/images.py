@@ -8,8 +8,9 @@ What it does, in order, is what the model's metadata declares (`Preprocess.to_me
    luma, an alpha channel composited on white, 32-bit float scaled from its own min..max unless it is in [0, 1];
 3. cut `crop_bottom` rows (an instrument data bar), if asked;
 4. resize to `image_size` x `image_size` with Pillow's filter on the float image (antialiased when shrinking);
-5. optional per-image normalisation (`minmax`: 1st..99th percentile to 0..1; `equalize`: histogram equalisation;
-   `flatten`: the image minus a heavy blur of it (shading, charging), then `minmax`).
+5. optional per-image normalisation (`minmax`: 1st..99th percentile to 0..1, but never by more than 1 / `min_range`;
+   `equalize`: histogram equalisation; `flatten`: the image minus a heavy blur of it (shading, charging), then
+   `minmax`).
 
 The 1/255 scaling of the reference model is step 2, outside the graph: one less operator for INT8 to get wrong.
 """
@@ -50,12 +51,13 @@ class Preprocess:
     crop_bottom: int = 0
     normalize: str = "none"
     max_image_pixels: int = 100_000_000
+    min_range: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Preprocess":
         data = cfg["data"]
         return cls(data["image_size"], data["resize"], data["crop_bottom"], data["normalize"],
-                   data["max_image_pixels"])
+                   data["max_image_pixels"], data["min_range"])
 
     def to_metadata(self) -> str:
         """The JSON written into a model file as `preprocess`."""
@@ -69,7 +71,8 @@ class Preprocess:
         try:
             spec = json.loads(text)
             prep = cls(int(spec["image_size"]), str(spec["resize"]), int(spec["crop_bottom"]),
-                       str(spec["normalize"]), int(spec.get("max_image_pixels", cls.max_image_pixels)))
+                       str(spec["normalize"]), int(spec.get("max_image_pixels", cls.max_image_pixels)),
+                       float(spec.get("min_range", cls.min_range)))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"unreadable preprocess metadata: {exc}") from None
         if prep.resize not in RESIZE_FILTERS or prep.normalize not in NORMALIZE_METHODS:
@@ -97,7 +100,7 @@ def preprocess_gray(gray: np.ndarray, prep: Preprocess, name: str = "image") -> 
         resized = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32)).resize(
             (size, size), RESIZE_FILTERS[prep.resize])
         gray = np.asarray(resized, dtype=np.float32)
-    gray = normalize(gray, prep.normalize)
+    gray = normalize(gray, prep.normalize, prep.min_range)
     return np.clip(gray, 0.0, 1.0).astype(np.float32)[:, :, None]
 
 
@@ -114,16 +117,19 @@ def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     return np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)
 
 
-def normalize(gray: np.ndarray, method: str) -> np.ndarray:
+def normalize(gray: np.ndarray, method: str, min_range: float = 0.0) -> np.ndarray:
     """Per-image intensity normalisation, to take away differences of detector gain and offset."""
     if method == "minmax":
         low, high = percentiles(gray, (1.0, 99.0))
+        if high - low < min_range:
+            # A blank field: stretched to full range it would be loud noise, like no blank field the model saw.
+            return 0.5 + (gray - (low + high) / 2) / min_range
         return (gray - low) / (high - low) if high - low > 1e-6 else np.zeros_like(gray)
     if method == "flatten":
         # Shading and charging gradients differ from tool to tool and carry no defect: take them away first.
         rows, cols = gray.shape
         smooth = shading_matrix(rows, FLATTEN_SIGMA * rows) @ gray @ shading_matrix(cols, FLATTEN_SIGMA * cols).T
-        return normalize(gray - smooth, "minmax")
+        return normalize(gray - smooth, "minmax", min_range)
     if method == "equalize":
         # Rank of each pixel among all pixels: a flat histogram whatever the detector settings.
         flat = gray.ravel()

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import real_images
 from semdefect.errors import ImageError
-from semdefect.images import Preprocess, load_image, percentiles, read_gray
+from semdefect.images import Preprocess, load_image, normalize, percentiles, read_gray
 
 PREP = Preprocess()
 
@@ -123,6 +123,18 @@ def test_flatten_takes_away_shading_and_keeps_the_defect(tmp_path):
     minmax = Preprocess(normalize="minmax")
     assert np.abs(load_image(tmp_path / "plain.png", minmax) - load_image(tmp_path / "lit.png", minmax)).mean() > 0.1
     assert lit[62:66, 62:66].max() < 0.05 < np.median(lit)  # the particle is still the darkest thing
+
+
+@pytest.mark.parametrize("method", ["minmax", "flatten"])
+def test_min_range_keeps_a_blank_field_blank_and_leaves_other_images_alone(method):
+    rng = np.random.default_rng(2)
+    blank = (0.5 + 0.005 * rng.standard_normal((64, 64))).astype(np.float32)  # 1st..99th percentile range ~0.02
+    scene = blank.copy()
+    scene[20:40, 20:40] += 0.3
+    floored = normalize(blank, method, min_range=0.1)
+    assert 0.25 < floored.min() and floored.max() < 0.75 and abs(float(np.median(floored)) - 0.5) < 0.02
+    assert normalize(blank, method).max() - normalize(blank, method).min() > 0.9  # stretched to full-range noise
+    np.testing.assert_array_equal(normalize(scene, method, min_range=0.1), normalize(scene, method))
 
 
 @pytest.mark.parametrize("content, fragment", [
