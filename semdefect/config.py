@@ -54,6 +54,7 @@ RANGES = {
     "train.gamma": (0.0, 2.0),
     "train.blur": (0.0, 5.0),
     "train.label_smoothing": (0.0, 0.5),
+    "train.weight_decay": (0.0, 1.0),
     "train.synthetic_per_class": (0, None),
     "evaluate.batch_size": (1, None),
     "export.opset": (13, 21),
