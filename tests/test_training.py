@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ from semdefect.config import load_config
 from semdefect.errors import ConfigError
 from semdefect.images import Preprocess
 from semdefect.model import build_from_config, build_model, load_model, model_facts
-from semdefect.training import (BatchSequence, augment_batch, class_weights, gaussian_blur, mixup_batch, start_from,
-                                shrink_batch, style_batch, zoom_batch)
+from semdefect.training import (BatchSequence, RunPaths, augment_batch, class_weights, gaussian_blur, mixup_batch,
+                                resume_or_build, shrink_batch, start_from, style_batch, zoom_batch)
 
 
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
@@ -159,3 +160,12 @@ def test_init_from_a_file_that_is_not_a_model_exits_2(trained, tmp_path, capsys)
     assert train_model.main(overrides) == 2
     assert_one_line_error(capsys.readouterr().err, str(bad))
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_weight_decay_reaches_the_optimizer_and_zero_means_plain_adam(tmp_path):
+    facts = model_facts(["a", "b"], Preprocess(image_size=TINY_SIZE))
+    for decay, expected in ((0.05, 0.05), (0.0, None)):
+        cfg = load_config(None, [f"data.image_size={TINY_SIZE}", "data.classes=[a, b]", f"train.weight_decay={decay}",
+                                 f"train.output={tmp_path / str(decay) / 'm.keras'}"])
+        model, state = resume_or_build(cfg, RunPaths(Path(cfg["train"]["output"])), facts, steps_per_epoch=1)
+        assert state is None and model.optimizer.weight_decay == expected
