@@ -264,8 +264,8 @@ def train(cfg: dict) -> dict[str, Path]:
     paths = RunPaths(Path(tcfg["output"]))
     facts = model_facts(classes, prep)
     sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg["batch_size"], tcfg["seed"],
-                             tcfg["augment"], tcfg["noise_std"], tcfg["zoom"], tcfg["mixup"], tcfg["gamma"],
-                             tcfg["blur"], tcfg["zoom_out"])
+                             augment=tcfg["augment"], noise_std=tcfg["noise_std"], zoom=tcfg["zoom"],
+                             zoom_out=tcfg["zoom_out"], mixup=tcfg["mixup"], gamma=tcfg["gamma"], blur=tcfg["blur"])
     model, state = resume_or_build(cfg, paths, facts, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, facts, sequence, tcfg["patience"], state)
     callbacks = [checkpointer]
