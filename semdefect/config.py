@@ -182,6 +182,11 @@ def validate(cfg: dict[str, dict[str, Any]]) -> None:
     seeds = cfg["crosscheck"]["seeds"]
     if not seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
         raise ConfigError(f"config key 'crosscheck.seeds' must list at least one integer seed, got {seeds!r}")
+    few_shot = cfg["crosscheck"]["few_shot"]
+    positive = all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in few_shot)
+    if not positive or len(set(few_shot)) < len(few_shot):
+        raise ConfigError(f"config key 'crosscheck.few_shot' must list distinct positive integers (images per class), "
+                          f"got {few_shot!r}")
     ratios = cfg["prepare"]["ratios"]
     if len(ratios) != 3 or not all(isinstance(r, int) and r >= 0 for r in ratios) or sum(ratios) != 100:
         raise ConfigError(f"config key 'prepare.ratios' must be three whole percentages summing to 100, got {ratios!r}")

@@ -4,7 +4,9 @@ A model that scores well on its own test split can still have learned its source
 the defects. So, besides training on everything and testing on the test split, train on one source only (its
 train split, its val split for early stopping) and test on the *other* source's test split, on the classes both
 sources have. Sources are told apart by a file-name prefix (`crosscheck.sources`) or a manifest column.
-Every row is trained with several seeds; the table reports mean and spread.
+Optional few-shot rows (`crosscheck.few_shot`) add k labelled training images per class of the held-out source:
+how much a handful of labelled images from a new fab buys. Every row is trained with several seeds; the table
+reports mean and spread.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import csv
 import logging
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,7 @@ class Row:
     name: str
     train_sources: tuple[str, ...] | None  # None: every image
     test_sources: tuple[str, ...] | None
+    few_shot: int = 0  # training images per shared class taken from the test sources' train split
 
 
 def source_lookup(cfg: dict):
@@ -53,32 +57,54 @@ def source_lookup(cfg: dict):
     return lambda path: next((p.rstrip("_-") for p in prefixes if Path(path).name.startswith(p)), None)
 
 
-def protocol_rows(sources: list[str]) -> list[Row]:
+def protocol_rows(sources: list[str], few_shot: list[int] = ()) -> list[Row]:
     rows = [Row("all sources -> test split", None, None)]
-    for held_out in sources:
-        trained_on = tuple(s for s in sources if s != held_out)
-        rows.append(Row(f"{'+'.join(trained_on)} -> {held_out}", trained_on, (held_out,)))
+    for k in [0, *few_shot]:
+        for held_out in sources:
+            trained_on = tuple(s for s in sources if s != held_out)
+            extra = f" + {k} {held_out}/class" if k else ""
+            rows.append(Row(f"{'+'.join(trained_on)}{extra} -> {held_out}", trained_on, (held_out,), k))
     return rows
 
 
-def make_view(cfg: dict, row: Row, source_of, folder: Path, test_classes: set[str] | None) -> tuple[Path, int]:
-    """A dataset folder of symlinks holding only the row's images; returns it and its number of test images."""
+def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) -> tuple[Path, int]:
+    """A dataset folder of symlinks holding only the row's images; returns it and its number of test images.
+
+    Leave-one-source-out rows test on the held-out source's images of the `shared` classes. A few-shot row also
+    trains on `row.few_shot` of its training images per shared class; its val images stay out, as a user with a
+    handful of labelled images has none to spare for early stopping.
+    """
     root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
     n_test = 0
     for split in SPLITS:
-        wanted = row.test_sources if split == "test" else row.train_sources
-        files = list_labelled_files(split_folder(root, split), classes)
-        for path, label in zip(files.paths, files.labels):
-            if wanted is not None and source_of(path) not in wanted:
-                continue
-            if split == "test" and test_classes is not None and classes[label] not in test_classes:
-                continue
+        listed = list_labelled_files(split_folder(root, split), classes)
+        files = list(zip(listed.paths, listed.labels))
+        held_out = [(p, y) for p, y in files if row.test_sources is not None and source_of(p) in row.test_sources
+                    and classes[y] in shared]
+        if split == "test":
+            chosen = files if row.test_sources is None else held_out
+        else:
+            chosen = [(p, y) for p, y in files if row.train_sources is None or source_of(p) in row.train_sources]
+        if split == "train" and row.few_shot:
+            chosen = chosen + few_shot_sample(held_out, row.few_shot)
+        if split == "test":
+            n_test = len(chosen)
+        for path, label in chosen:
             target = folder / split / classes[label] / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 target.symlink_to(path.resolve())
-            n_test += split == "test"
     return folder, n_test
+
+
+def few_shot_sample(files: list[tuple[Path, int]], k: int) -> list[tuple[Path, int]]:
+    """k files per label (all of a label that has fewer), drawn with a fixed seed; a larger k keeps a smaller k's."""
+    rng, chosen = random.Random(0), []
+    for label in sorted({y for _, y in files}):
+        paths = sorted(p for p, y in files if y == label)
+        rng.shuffle(paths)
+        chosen += [(p, label) for p in paths[:k]]
+    return chosen
 
 
 def classes_by_source(cfg: dict, source_of, sources: list[str]) -> dict[str, set[str]]:
@@ -112,9 +138,8 @@ def run_protocol(cfg: dict) -> dict:
     out = Path(cfg["crosscheck"]["out"])
     results = {"sources": sources, "shared_classes": sorted(shared, key=cfg["data"]["classes"].index),
                "seeds": cfg["crosscheck"]["seeds"], "rows": []}
-    for row in protocol_rows(sources):
-        view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name),
-                                 None if row.test_sources is None else shared)
+    for row in protocol_rows(sources, cfg["crosscheck"]["few_shot"]):
+        view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
         runs = []
         for seed in cfg["crosscheck"]["seeds"]:
             run_cfg = copy.deepcopy(cfg)
@@ -129,8 +154,12 @@ def run_protocol(cfg: dict) -> dict:
             runs.append(metrics)
             log.info("%s, seed %d: accuracy %.2f%%", row.name, seed, 100 * metrics["accuracy"])
         results["rows"].append(summarise(row, runs, n_test))
+    held_out_rows = [r for r in results["rows"] if r["train_sources"] is not None]
     results["mean_leave_one_source_out_accuracy"] = float(np.mean(
-        [r["accuracy_mean"] for r in results["rows"] if r["train_sources"] is not None]))
+        [r["accuracy_mean"] for r in held_out_rows if not r["few_shot"]]))
+    results["mean_few_shot_accuracy"] = {str(k): float(np.mean([r["accuracy_mean"] for r in held_out_rows
+                                                                if r["few_shot"] == k]))
+                                         for k in cfg["crosscheck"]["few_shot"]}
     write_json_atomic(out / "crosscheck.json", results)
     write_text_atomic(out / "crosscheck.md", format_table(results))
     return results
@@ -142,7 +171,8 @@ def summarise(row: Row, runs: list[dict], n_test: int) -> dict:
     recall = {c: float(np.mean([m["per_class"][c]["recall"] for m in runs]))
               for c, v in runs[0]["per_class"].items() if v["support"]}
     return {"name": row.name, "train_sources": row.train_sources, "test_sources": row.test_sources,
-            "test_images": n_test, "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
+            "few_shot": row.few_shot, "test_images": n_test,
+            "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
             "accuracy_runs": accuracy.tolist(), "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std()),
             "recall_per_class": recall}
 
@@ -157,8 +187,10 @@ def format_table(results: dict) -> str:
         recalls = " | ".join(f"{r['recall_per_class'][c]:.2f}" if c in r["recall_per_class"] else "-" for c in classes)
         lines.append(f"| {r['name']} | {r['test_images']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
                      f"| {r['f1_macro_mean']:.3f} | {recalls} |")
-    lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %.",
-              "Per-class columns are recall, averaged over seeds."]
+    lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %."]
+    lines += [f"With {k} labelled training images per class of the held-out source: {100 * accuracy:.1f} % (mean)."
+              for k, accuracy in results.get("mean_few_shot_accuracy", {}).items()]
+    lines += ["Per-class columns are recall, averaged over seeds."]
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,8 @@ def test_int_is_accepted_for_a_float_key():
     ("model.head=dense", "'model.head' must be one of flatten, gap"),
     ("prepare.ratios=[70, 20, 20]", "'prepare.ratios'"),
     ("data.classes=[a, a]", "'data.classes' lists a class twice"),
+    ("crosscheck.few_shot=[5, 0]", "'crosscheck.few_shot' must list distinct positive integers"),
+    ("crosscheck.few_shot=[5, 5]", "'crosscheck.few_shot' must list distinct positive integers"),
     ("epochs", "is not of the form section.key=value"),
 ])
 def test_bad_overrides_are_refused_naming_the_key(override, fragment):

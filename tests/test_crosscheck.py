@@ -3,7 +3,7 @@ import json
 import crosscheck
 from conftest import TINY_SIZE
 from semdefect.config import load_config
-from semdefect.crosscheck import protocol_rows, source_lookup
+from semdefect.crosscheck import make_view, protocol_rows, source_lookup
 
 
 def two_source_copy(tiny_dataset, root):
@@ -29,19 +29,48 @@ def test_sources_by_prefix_and_by_manifest(tmp_path):
 
 def test_rows_hold_every_source_out_once():
     assert [r.name for r in protocol_rows(["av", "km"])] == ["all sources -> test split", "km -> av", "av -> km"]
+    few_shot = protocol_rows(["av", "km"], [5])[3:]
+    assert [(r.name, r.few_shot) for r in few_shot] == [("km + 5 av/class -> av", 5), ("av + 5 km/class -> km", 5)]
+
+
+def view_files(view, split):
+    return sorted(p.relative_to(view / split).as_posix() for p in (view / split).rglob("*.png"))
+
+
+def test_few_shot_view_adds_k_training_images_per_shared_class_of_the_held_out_source(tiny_dataset, tmp_path):
+    data = two_source_copy(tiny_dataset, tmp_path / "data")
+    cfg = load_config(None, [f"data.root={data}", "crosscheck.sources=[aa_, bb_]"])
+    shared = {"Bridge", "via"}
+    views = {k: make_view(cfg, protocol_rows(["aa", "bb"], [k])[-1], source_lookup(cfg), tmp_path / f"k{k}", shared)
+             for k in (0, 1, 2)}  # the last row holds bb out
+    plain, (one, n_test) = views[0][0], views[1]
+    added = sorted(set(view_files(one, "train")) - set(view_files(plain, "train")))
+    assert [f.split("/")[0] for f in added] == ["Bridge", "via"] and all("/bb_" in f for f in added)
+    assert all("/aa_" in f for f in view_files(plain, "train"))
+    assert set(added) <= set(view_files(views[2][0], "train"))  # a larger k keeps the smaller k's images
+    assert len(set(view_files(views[2][0], "train")) - set(view_files(plain, "train"))) == 4
+    assert view_files(one, "val") == view_files(plain, "val")  # no val image of the held-out source
+    assert n_test == len(view_files(one, "test")) == 2 and all("/bb_" in f for f in view_files(one, "test"))
 
 
 def test_protocol_runs_end_to_end(tiny_dataset, tmp_path, capsys):
     data = two_source_copy(tiny_dataset, tmp_path / "data")
     out = tmp_path / "cc"
     code = crosscheck.main([f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
-                            "crosscheck.sources=[aa_, bb_]", "crosscheck.seeds=[1]", f"crosscheck.out={out}"])
+                            "crosscheck.sources=[aa_, bb_]", "crosscheck.seeds=[1]", "crosscheck.few_shot=[1]",
+                            f"crosscheck.out={out}"])
     assert code == 0
     results = json.loads((out / "crosscheck.json").read_text())
-    assert [r["name"] for r in results["rows"]] == ["all sources -> test split", "bb -> aa", "aa -> bb"]
+    assert [r["name"] for r in results["rows"]] == ["all sources -> test split", "bb -> aa", "aa -> bb",
+                                                    "bb + 1 aa/class -> aa", "aa + 1 bb/class -> bb"]
     assert results["rows"][0]["test_images"] == 20 and results["rows"][1]["test_images"] == 10
     assert all(0 <= r["accuracy_mean"] <= 1 for r in results["rows"])
-    assert "| bb -> aa |" in (out / "crosscheck.md").read_text() and "bb -> aa" in capsys.readouterr().out
+    pure = [r["accuracy_mean"] for r in results["rows"][1:3]]
+    assert results["mean_leave_one_source_out_accuracy"] == sum(pure) / 2  # few-shot rows kept out of it
+    assert list(results["mean_few_shot_accuracy"]) == ["1"]
+    table = (out / "crosscheck.md").read_text()
+    assert "| bb -> aa |" in table and "With 1 labelled training images per class" in table
+    assert "bb -> aa" in capsys.readouterr().out
 
 
 def test_one_source_only_exits_2(tiny_dataset, tmp_path, capsys):
