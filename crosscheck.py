@@ -1,7 +1,8 @@
 """Run the evaluation protocol: in-distribution test accuracy next to leave-one-source-out accuracy.
 
-Trains the configured model once per row and seed (train on all sources / on one source only), scores each on the
-test split (all of it / the held-out source's images of the classes both sources have) and writes
+Trains the configured model once per row and seed (train on all sources / on one source only / on one source plus
+`crosscheck.few_shot` labelled images per class of the other), scores each on the test split (all of it / the
+held-out source's images of the classes both sources have) and writes
 `crosscheck.out`/crosscheck.md and crosscheck.json. Needs two or more sources (see `crosscheck.sources`).
 
 usage: python crosscheck.py [--config FILE] [section.key=value ...]

@@ -71,22 +71,22 @@ def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) ->
     """A dataset folder of symlinks holding only the row's images; returns it and its number of test images.
 
     Leave-one-source-out rows test on the held-out source's images of the `shared` classes. A few-shot row also
-    trains on `row.few_shot` of its training images per shared class; its val images stay out, as a user with a
-    handful of labelled images has none to spare for early stopping.
+    trains on `row.few_shot` of the held-out source's training images per shared class; the held-out source's val
+    images stay out, as a user with a handful of labelled images has none to spare for early stopping.
     """
     root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
     n_test = 0
     for split in SPLITS:
         listed = list_labelled_files(split_folder(root, split), classes)
         files = list(zip(listed.paths, listed.labels))
-        held_out = [(p, y) for p, y in files if row.test_sources is not None and source_of(p) in row.test_sources
-                    and classes[y] in shared]
+        held_out_files = [(p, y) for p, y in files if row.test_sources is not None
+                          and source_of(p) in row.test_sources and classes[y] in shared]
         if split == "test":
-            chosen = files if row.test_sources is None else held_out
+            chosen = files if row.test_sources is None else held_out_files
         else:
             chosen = [(p, y) for p, y in files if row.train_sources is None or source_of(p) in row.train_sources]
         if split == "train" and row.few_shot:
-            chosen = chosen + few_shot_sample(held_out, row.few_shot)
+            chosen = chosen + few_shot_sample(held_out_files, row.few_shot)
         if split == "test":
             n_test = len(chosen)
         for path, label in chosen:
