@@ -57,7 +57,7 @@ def source_lookup(cfg: dict):
     return lambda path: next((p.rstrip("_-") for p in prefixes if Path(path).name.startswith(p)), None)
 
 
-def protocol_rows(sources: list[str], few_shot: list[int] = ()) -> list[Row]:
+def protocol_rows(sources: list[str], few_shot: tuple[int, ...] | list[int] = ()) -> list[Row]:
     rows = [Row("all sources -> test split", None, None)]
     for k in [0, *few_shot]:
         for held_out in sources:
@@ -189,7 +189,7 @@ def format_table(results: dict) -> str:
                      f"| {r['f1_macro_mean']:.3f} | {recalls} |")
     lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %."]
     lines += [f"With {k} labelled training images per class of the held-out source: {100 * accuracy:.1f} % (mean)."
-              for k, accuracy in results.get("mean_few_shot_accuracy", {}).items()]
+              for k, accuracy in results["mean_few_shot_accuracy"].items()]
     lines += ["Per-class columns are recall, averaged over seeds."]
     return "\n".join(lines) + "\n"
 
