@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench crosscheck clean
+.PHONY: demo test bench crosscheck audit clean
 
 $(VENV)/installed: requirements.txt requirements-edge.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(VENV)/installed
 CROSSCHECK_DATA ?= ../shared/data/sem-public
 crosscheck: $(VENV)/installed
 	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) $(CROSSCHECK_ARGS)
+
+# Images whose label the model disputes (out-of-fold predictions; five trainings) on the same real images.
+audit: $(VENV)/installed
+	$(PY) audit_labels.py --data $(CROSSCHECK_DATA) $(AUDIT_ARGS)
 
 test: $(VENV)/installed
 	$(PY) -m pytest -q

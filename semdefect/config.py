@@ -57,6 +57,8 @@ RANGES = {
     "train.weight_decay": (0.0, 1.0),
     "train.synthetic_per_class": (0, None),
     "evaluate.batch_size": (1, None),
+    "audit.folds": (3, 20),
+    "audit.sheet": (0, None),
     "export.opset": (13, 21),
     "export.parity_images": (0, None),
     "export.parity_atol": (0.0, 1.0),
@@ -187,6 +189,9 @@ def validate(cfg: dict[str, dict[str, Any]]) -> None:
     if not positive or len(set(few_shot)) < len(few_shot):
         raise ConfigError(f"config key 'crosscheck.few_shot' must list distinct positive integers (images per class), "
                           f"got {few_shot!r}")
+    splits = cfg["audit"]["splits"]
+    if not splits or len(set(splits)) < len(splits) or not all(s in ("train", "val", "test") for s in splits):
+        raise ConfigError(f"config key 'audit.splits' must list distinct splits among train, val, test, got {splits!r}")
     ratios = cfg["prepare"]["ratios"]
     if len(ratios) != 3 or not all(isinstance(r, int) and r >= 0 for r in ratios) or sum(ratios) != 100:
         raise ConfigError(f"config key 'prepare.ratios' must be three whole percentages summing to 100, got {ratios!r}")

@@ -373,8 +373,10 @@ def refuse_destination(dst: Path) -> None:
             raise DatasetError(f"destination {dst} exists and is not empty; choose a new folder")
 
 
-def assign_splits(labels: Sequence[str], groups: Sequence[int], ratios: Sequence[int], seed: int) -> list[str]:
-    """The split of each image: whole groups, per class as close to `ratios` as the groups allow.
+def assign_splits(labels: Sequence[str], groups: Sequence[int], ratios: Sequence[float], seed: int,
+                  names: Sequence[str] = SPLITS) -> list[str]:
+    """The split (one of `names`) of each image: whole groups, per class as close to `ratios` (percent) as the
+    groups allow.
 
     Groups go largest first (ties in a seeded random order), each to the split where it reduces the squared
     distance between counts and per-class targets the most; a group with several classes (a label
@@ -382,9 +384,9 @@ def assign_splits(labels: Sequence[str], groups: Sequence[int], ratios: Sequence
     """
     totals = Counter(labels)
     classes = sorted(totals)
-    open_splits = [s for s, r in zip(SPLITS, ratios) if r > 0]
-    target = {c: {s: totals[c] * r / 100 for s, r in zip(SPLITS, ratios)} for c in classes}
-    count = {c: dict.fromkeys(SPLITS, 0) for c in classes}
+    open_splits = [s for s, r in zip(names, ratios) if r > 0]
+    target = {c: {s: totals[c] * r / 100 for s, r in zip(names, ratios)} for c in classes}
+    count = {c: dict.fromkeys(names, 0) for c in classes}
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[g].append(i)
@@ -399,7 +401,7 @@ def assign_splits(labels: Sequence[str], groups: Sequence[int], ratios: Sequence
         def cost(split: str) -> float:
             return sum(n * (2 * (count[c][split] - target[c][split]) + n) for c, n in composition.items())
 
-        best = min(open_splits, key=lambda s: (cost(s), -ratios[SPLITS.index(s)], SPLITS.index(s)))
+        best = min(open_splits, key=lambda s: (cost(s), -ratios[names.index(s)], names.index(s)))
         for c, n in composition.items():
             count[c][best] += n
         for i in members[g]:

@@ -1,0 +1,221 @@
+"""Find images whose label the model disputes, for a person to review (workstation side).
+
+Noisy labels cap what any model can score: a test image labelled `other` that shows a particle is an error for
+every model, and a mislabelled training image teaches the wrong thing. To find them, every audited image gets
+a prediction from a model that saw neither it nor any near-duplicate of it: the images are dealt into k folds
+(whole near-duplicate groups, stratified by class, as `prepare_dataset.py split` deals splits); for each fold a
+model is trained on the others, one of them held back for early stopping, and scores the fold.
+
+An image is a *suspect* when the model picks another class with at least the confidence that class's own images
+get on average (the mean out-of-fold probability of their label; the per-class threshold of confident learning,
+Northcutt et al. 2021): the model is as sure it is that class as it is about the class's typical image.
+Suspects are ranked by how much more probability the model gives its choice than the label. Nothing is moved or
+relabelled: the report is a list to look at, and the contact sheet the first page of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .duplicates import DuplicateSettings
+from .errors import DatasetError
+from .files import atomic_path, write_json_atomic, write_text_atomic
+from .prepare import ImageFile, assign_splits, exact_groups, near_duplicates, read_layout, scan_files, union_groups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Verdict:
+    """The out-of-fold prediction for one audited image."""
+
+    name: str                   # path relative to the dataset root, with '/'
+    label: str
+    fold: int
+    probabilities: np.ndarray   # over the config's classes
+    predicted: str = ""
+    suspect: bool = False
+
+
+def audit_dataset(cfg: dict) -> dict:
+    """Out-of-fold predictions for the images of `audit.splits` of `data.root`; writes and returns the report."""
+    root, acfg, classes = Path(cfg["data"]["root"]), cfg["audit"], cfg["data"]["classes"]
+    files = audited_files(root, acfg["splits"], classes)
+    settings = DuplicateSettings.from_config(cfg)
+    scan_files(files, settings, cfg["data"]["max_image_pixels"])
+    unreadable = [f for f in files if f.error]
+    files = [f for f in files if not f.error]
+    folds = assign_folds(files, near_duplicates(files, settings), acfg["folds"], acfg["seed"])
+    out = Path(acfg["out"])
+    verdicts = []
+    for fold in range(acfg["folds"]):
+        verdicts += score_fold(cfg, files, folds, fold, out / "folds" / f"fold{fold}")
+    thresholds = flag_suspects(verdicts, classes)
+    report = summarise(verdicts, thresholds, classes, unreadable, cfg)
+    write_outputs(out, report, verdicts, root, classes, acfg["sheet"])
+    return report
+
+
+def audited_files(root: Path, splits: list[str], classes: list[str]) -> list[ImageFile]:
+    """The images of the audited splits, each labelled by its class folder."""
+    layout = read_layout(root, want_splits=True)
+    files = [f for f in layout.files if f.split in splits]
+    unknown = sorted({f.label for f in files} - set(classes))
+    if unknown:
+        raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among data.classes")
+    counts = Counter(f.label for f in files)
+    if len(counts) < 2:
+        raise DatasetError(f"{root}: the audited splits ({', '.join(splits)}) hold {len(counts)} class(es); "
+                           "an audit needs images of two or more")
+    return files
+
+
+def assign_folds(files: list[ImageFile], pairs: list[tuple[int, int, float]], k: int, seed: int) -> list[int]:
+    """The fold of each file: near-duplicates and byte-identical files share one, classes spread evenly."""
+    links = [(a, b) for a, b, _ in pairs] + [(g[0], i) for g in exact_groups(files) for i in g[1:]]
+    groups = union_groups(len(files), links)
+    names = [str(i) for i in range(k)]
+    return [int(fold) for fold in assign_splits([f.label for f in files], groups, [100 / k] * k, seed, names)]
+
+
+def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int, folder: Path) -> list[Verdict]:
+    """Train on every fold but `fold` and the next one (early stopping), and score `fold`'s images."""
+    import keras
+
+    from .evaluation import load_classifier, load_eval_data, predict_probabilities
+    from .training import train
+
+    k = cfg["audit"]["folds"]
+    role = {fold: "test", (fold + 1) % k: "val"}
+    for i, f in enumerate(files):
+        # index-prefixed names: two splits may hold files of the same name
+        target = folder / "view" / role.get(folds[i], "train") / f.label / f"{i:06d}_{f.path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(f.path.resolve())
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg["data"]["root"] = str(folder / "view")
+    run_cfg["train"].update(output=str(folder / "model.keras"), resume=False, tensorboard=False)
+    keras.backend.clear_session()
+    log.info("audit fold %d of %d: training on %d images", fold + 1, k,
+             sum(1 for f in folds if f not in role))
+    train(run_cfg)
+    classifier = load_classifier(folder / "model.keras")
+    loaded = load_eval_data(folder / "view", "test", classifier.class_names, classifier.prep)
+    probabilities = predict_probabilities(classifier, loaded.x)
+    verdicts = []
+    for path, p in zip(loaded.paths, probabilities):
+        f = files[int(path.name.split("_", 1)[0])]
+        verdicts.append(Verdict(f.name, f.label, fold, p))
+    return verdicts
+
+
+def flag_suspects(verdicts: list[Verdict], classes: list[str]) -> dict[str, float]:
+    """Set `predicted` and `suspect` on every verdict; returns the per-class thresholds used."""
+    index = {c: i for i, c in enumerate(classes)}
+    thresholds = {}
+    for c in classes:
+        own = [v.probabilities[index[c]] for v in verdicts if v.label == c]
+        thresholds[c] = float(np.mean(own)) if own else 1.0  # a class with no images is never suggested
+    for v in verdicts:
+        best = int(np.argmax(v.probabilities))
+        v.predicted = classes[best]
+        v.suspect = v.predicted != v.label and float(v.probabilities[best]) >= thresholds[v.predicted]
+    return thresholds
+
+
+def margin(v: Verdict, classes: list[str]) -> float:
+    """How much more probability the model gives its choice than the label: the ranking of suspects."""
+    return float(v.probabilities.max() - v.probabilities[classes.index(v.label)])
+
+
+def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: list[str],
+              unreadable: list[ImageFile], cfg: dict) -> dict:
+    suspects = sorted((v for v in verdicts if v.suspect), key=lambda v: -margin(v, classes))
+    pairs = Counter((v.label, v.predicted) for v in suspects)
+    return {
+        "dataset": cfg["data"]["root"],
+        "splits": cfg["audit"]["splits"],
+        "folds": cfg["audit"]["folds"],
+        "images": len(verdicts),
+        "out_of_fold_accuracy": float(np.mean([v.predicted == v.label for v in verdicts])) if verdicts else 0.0,
+        "suspects": len(suspects),
+        "thresholds": thresholds,
+        "suspects_per_class": {c: sum(v.label == c for v in suspects) for c in classes},
+        "images_per_class": {c: sum(v.label == c for v in verdicts) for c in classes},
+        "confusions": [{"label": a, "predicted": b, "suspects": n} for (a, b), n in pairs.most_common()],
+        "ranked": [{"file": v.name, "label": v.label, "predicted": v.predicted,
+                    "p_predicted": round(float(v.probabilities.max()), 4),
+                    "p_label": round(float(v.probabilities[classes.index(v.label)]), 4)} for v in suspects],
+        "unreadable": [{"file": f.name, "error": f.error} for f in unreadable],
+    }
+
+
+def write_outputs(out: Path, report: dict, verdicts: list[Verdict], root: Path, classes: list[str],
+                  sheet: int) -> None:
+    write_json_atomic(out / "audit.json", report)
+    write_text_atomic(out / "audit.csv", verdict_csv(verdicts, classes))
+    write_text_atomic(out / "audit.md", format_report(report))
+    if report["ranked"] and sheet:
+        with atomic_path(out / "suspects.png") as tmp:
+            contact_sheet(root, report["ranked"][:sheet]).save(tmp, format="PNG")
+
+
+def verdict_csv(verdicts: list[Verdict], classes: list[str]) -> str:
+    """Every audited image, suspects first (most disputed first), then the rest by name."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "label", "predicted", "p_predicted", "p_label", "suspect", "fold"])
+    order = sorted(verdicts, key=lambda v: (not v.suspect, -margin(v, classes) if v.suspect else 0.0, v.name))
+    for v in order:
+        writer.writerow([v.name, v.label, v.predicted, f"{v.probabilities.max():.4f}",
+                         f"{v.probabilities[classes.index(v.label)]:.4f}", int(v.suspect), v.fold])
+    return buffer.getvalue()
+
+
+def format_report(report: dict, rows: int = 30) -> str:
+    lines = [f"Label audit of {report['dataset']} ({', '.join(report['splits'])}): {report['images']} images, "
+             f"{report['folds']} folds; out-of-fold accuracy {100 * report['out_of_fold_accuracy']:.1f} %.",
+             f"{report['suspects']} suspects: images the model assigns to another class with at least that class's "
+             "typical confidence. Review them by eye; the model is often wrong too.", "",
+             "| class | images | suspects | threshold |", "|---|---:|---:|---:|"]
+    for c, n in report["images_per_class"].items():
+        if n:
+            lines.append(f"| {c} | {n} | {report['suspects_per_class'][c]} | {report['thresholds'][c]:.2f} |")
+    if report["confusions"]:
+        lines += ["", "Most frequent (label -> model's choice): " + ", ".join(
+            f"{c['label']} -> {c['predicted']} {c['suspects']}" for c in report["confusions"][:8]) + "."]
+    if report["ranked"]:
+        lines += ["", f"The {min(rows, len(report['ranked']))} most disputed (all in audit.csv):", "",
+                  "| file | label | model's choice | its probability | the label's |", "|---|---|---|---:|---:|"]
+        lines += [f"| {r['file']} | {r['label']} | {r['predicted']} | {r['p_predicted']:.2f} | {r['p_label']:.2f} |"
+                  for r in report["ranked"][:rows]]
+    if report["unreadable"]:
+        lines += ["", f"Not audited, unreadable: {', '.join(u['file'] for u in report['unreadable'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def contact_sheet(root: Path, ranked: list[dict], tile: int = 160, columns: int = 6) -> Image.Image:
+    """The suspects side by side, each captioned 'rank: label -> model's choice p'."""
+    caption = 14
+    rows = -(-len(ranked) // columns)
+    sheet = Image.new("L", (columns * tile, rows * (tile + caption)), 255)
+    draw = ImageDraw.Draw(sheet)
+    for i, r in enumerate(ranked):
+        x, y = (i % columns) * tile, (i // columns) * (tile + caption)
+        try:
+            with Image.open(root / r["file"]) as image:
+                sheet.paste(image.convert("L").resize((tile, tile)), (x, y + caption))
+        except OSError:  # listed in the CSV all the same; the sheet is only a view of it
+            pass
+        draw.text((x + 2, y + 1), f"{i + 1}: {r['label']} -> {r['predicted']} {r['p_predicted']:.2f}", fill=0)
+    return sheet
