@@ -55,10 +55,15 @@ def audit_dataset(cfg: dict) -> dict:
     unreadable = [f for f in files if f.error]
     files = [f for f in files if not f.error]
     folds = assign_folds(files, near_duplicates(files, settings), acfg["folds"], acfg["seed"])
+    if len(set(folds)) < acfg["folds"]:
+        raise DatasetError(f"{root}: {len(files)} readable images (near-duplicates count as one) cannot fill "
+                           f"audit.folds={acfg['folds']} folds; use fewer folds")
     out = Path(acfg["out"])
     verdicts = []
     for fold in range(acfg["folds"]):
-        verdicts += score_fold(cfg, files, folds, fold, out / "folds" / f"fold{fold}")
+        scored, skipped = score_fold(cfg, files, folds, fold, out / "folds" / f"fold{fold}")
+        verdicts += scored
+        unreadable += skipped
     thresholds = flag_suspects(verdicts, classes)
     report = summarise(verdicts, thresholds, classes, unreadable, cfg)
     write_outputs(out, report, verdicts, root, classes, acfg["sheet"])
@@ -87,8 +92,10 @@ def assign_folds(files: list[ImageFile], pairs: list[tuple[int, int, float]], k:
     return [int(fold) for fold in assign_splits([f.label for f in files], groups, [100 / k] * k, seed, names)]
 
 
-def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int, folder: Path) -> list[Verdict]:
-    """Train on every fold but `fold` and the next one (early stopping), and score `fold`'s images."""
+def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
+               folder: Path) -> tuple[list[Verdict], list[ImageFile]]:
+    """Train on every fold but `fold` and the next one (early stopping); score `fold`'s images. Returns the
+    verdicts and the fold's images the model could not read (named in the report, not lost)."""
     import keras
 
     from .evaluation import load_classifier, load_eval_data, predict_probabilities
@@ -112,11 +119,14 @@ def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int, f
     classifier = load_classifier(folder / "model.keras")
     loaded = load_eval_data(folder / "view", "test", classifier.class_names, classifier.prep)
     probabilities = predict_probabilities(classifier, loaded.x)
-    verdicts = []
-    for path, p in zip(loaded.paths, probabilities):
-        f = files[int(path.name.split("_", 1)[0])]
-        verdicts.append(Verdict(f.name, f.label, fold, p))
-    return verdicts
+    def original(path: Path) -> ImageFile:
+        return files[int(path.name.split("_", 1)[0])]
+
+    verdicts = [Verdict(original(path).name, original(path).label, fold, p)
+                for path, p in zip(loaded.paths, probabilities)]
+    skipped = [ImageFile(original(path).path, original(path).name, original(path).label, original(path).split,
+                         error=why) for path, why in loaded.skipped]
+    return verdicts, skipped
 
 
 def flag_suspects(verdicts: list[Verdict], classes: list[str]) -> dict[str, float]:

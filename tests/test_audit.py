@@ -74,3 +74,8 @@ def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_datas
 def test_bad_audit_settings_exit_2(override, key, tmp_path, capsys):
     assert audit_labels.main(["--data", str(tmp_path), override]) == 2
     assert_one_line_error(capsys.readouterr().err, key)
+
+
+def test_too_few_images_for_the_folds_exit_2(tiny_dataset, capsys):
+    assert audit_labels.main(["--data", str(tiny_dataset), "--folds", "20", f"data.image_size={TINY_SIZE}"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "audit.folds=20")
