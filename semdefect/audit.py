@@ -19,6 +19,7 @@ import copy
 import csv
 import io
 import logging
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .dataset import SPLITS
 from .duplicates import DuplicateSettings
 from .errors import DatasetError
 from .files import atomic_path, write_json_atomic, write_text_atomic
@@ -65,23 +67,28 @@ def audit_dataset(cfg: dict) -> dict:
         verdicts += scored
         unreadable += skipped
     thresholds = flag_suspects(verdicts, classes)
-    report = summarise(verdicts, thresholds, classes, unreadable, cfg)
+    report = summarise(verdicts, thresholds, classes, unreadable, audited_scope(files), cfg)
     write_outputs(out, report, verdicts, root, classes, acfg["sheet"])
     return report
 
 
 def audited_files(root: Path, splits: list[str], classes: list[str]) -> list[ImageFile]:
-    """The images of the audited splits, each labelled by its class folder."""
-    layout = read_layout(root, want_splits=True)
-    files = [f for f in layout.files if f.split in splits]
+    """The images of the audited splits (of all of a folder of class folders), labelled by their class folder."""
+    layout = read_layout(root, want_splits=None)
+    files = [f for f in layout.files if f.split in splits or not layout.split_layout]
     unknown = sorted({f.label for f in files} - set(classes))
     if unknown:
         raise DatasetError(f"{root}: class folder(s) {', '.join(unknown)} are not among data.classes")
     counts = Counter(f.label for f in files)
     if len(counts) < 2:
-        raise DatasetError(f"{root}: the audited splits ({', '.join(splits)}) hold {len(counts)} class(es); "
-                           "an audit needs images of two or more")
+        raise DatasetError(f"{root}: the audited images ({', '.join(audited_scope(files)) or 'none'}) hold "
+                           f"{len(counts)} class(es); an audit needs images of two or more")
     return files
+
+
+def audited_scope(files: list[ImageFile]) -> list[str]:
+    """The splits the files come from, in split order; ['all'] for a folder of class folders."""
+    return [s for s in SPLITS if any(f.split == s for f in files)] or (["all"] if files else [])
 
 
 def assign_folds(files: list[ImageFile], pairs: list[tuple[int, int, float]], k: int, seed: int) -> list[int]:
@@ -103,6 +110,7 @@ def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
 
     k = cfg["audit"]["folds"]
     role = {fold: "test", (fold + 1) % k: "val"}
+    shutil.rmtree(folder / "view", ignore_errors=True)  # links of an earlier audit into the same folder
     for i, f in enumerate(files):
         # index-prefixed names: two splits may hold files of the same name
         target = folder / "view" / role.get(folds[i], "train") / f.label / f"{i:06d}_{f.path.name}"
@@ -119,14 +127,19 @@ def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
     classifier = load_classifier(folder / "model.keras")
     loaded = load_eval_data(folder / "view", "test", classifier.class_names, classifier.prep)
     probabilities = predict_probabilities(classifier, loaded.x)
-    def original(path: Path) -> ImageFile:
-        return files[int(path.name.split("_", 1)[0])]
-
-    verdicts = [Verdict(original(path).name, original(path).label, fold, p)
-                for path, p in zip(loaded.paths, probabilities)]
-    skipped = [ImageFile(original(path).path, original(path).name, original(path).label, original(path).split,
-                         error=why) for path, why in loaded.skipped]
+    verdicts, skipped = [], []
+    for path, p in zip(loaded.paths, probabilities):
+        f = files[view_index(path)]
+        verdicts.append(Verdict(f.name, f.label, fold, p))
+    for path, why in loaded.skipped:
+        f = files[view_index(path)]
+        skipped.append(ImageFile(f.path, f.name, f.label, f.split, error=why.removeprefix(f"{path}: ")))
     return verdicts, skipped
+
+
+def view_index(path: Path) -> int:
+    """The index into the audited files of a link in a fold's view (named '<index>_<file name>')."""
+    return int(path.name.split("_", 1)[0])
 
 
 def flag_suspects(verdicts: list[Verdict], classes: list[str]) -> dict[str, float]:
@@ -149,12 +162,12 @@ def margin(v: Verdict, classes: list[str]) -> float:
 
 
 def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: list[str],
-              unreadable: list[ImageFile], cfg: dict) -> dict:
+              unreadable: list[ImageFile], scope: list[str], cfg: dict) -> dict:
     suspects = sorted((v for v in verdicts if v.suspect), key=lambda v: -margin(v, classes))
     pairs = Counter((v.label, v.predicted) for v in suspects)
     return {
         "dataset": cfg["data"]["root"],
-        "splits": cfg["audit"]["splits"],
+        "splits": scope,
         "folds": cfg["audit"]["folds"],
         "images": len(verdicts),
         "out_of_fold_accuracy": float(np.mean([v.predicted == v.label for v in verdicts])) if verdicts else 0.0,

@@ -63,6 +63,7 @@ def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_datas
     assert rows[:len(suspects)] == suspects and all(r["predicted"] != r["label"] for r in suspects)
     report = json.loads((out / "audit.json").read_text())
     assert report["images"] == len(rows) and report["suspects"] == len(suspects)
+    assert report["splits"] == ["train", "val"]
     assert report["unreadable"][0]["file"] == "train/via/broken.png"
     assert (out / "audit.md").read_text().startswith("Label audit of")
     assert (out / "suspects.png").exists() == bool(suspects)
@@ -79,3 +80,16 @@ def test_bad_audit_settings_exit_2(override, key, tmp_path, capsys):
 def test_too_few_images_for_the_folds_exit_2(tiny_dataset, capsys):
     assert audit_labels.main(["--data", str(tiny_dataset), "--folds", "20", f"data.image_size={TINY_SIZE}"]) == 2
     assert_one_line_error(capsys.readouterr().err, "audit.folds=20")
+
+
+def test_a_folder_of_class_folders_is_audited_whole(tiny_dataset, tmp_path):
+    flat = tmp_path / "flat"
+    for path in sorted((tiny_dataset / "train").rglob("*.png")):
+        target = flat / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    out = tmp_path / "audit"
+    assert audit_labels.main(["--data", str(flat), "--out", str(out), "--folds", "3", f"data.image_size={TINY_SIZE}",
+                              "train.epochs=1", "audit.sheet=0"]) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["images"] == 60 and report["splits"] == ["all"] and not (out / "suspects.png").exists()
