@@ -21,7 +21,8 @@ from semdefect.config import add_config_arguments, load_config
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="a dataset root holding train/ val/ test/ (default: data.root)")
+    parser.add_argument("--data", type=Path, help="a dataset root holding train/ val/ test/, or a folder of class "
+                                                   "folders (default: data.root)")
     parser.add_argument("--out", help="folder for the report (default: audit.out)")
     parser.add_argument("--folds", type=int, help="number of folds (default: audit.folds)")
     add_config_arguments(parser)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(report, rows=10))
         out = Path(cfg["audit"]["out"])
         written = {"report": out / "audit.md", "every image": out / "audit.csv", "json": out / "audit.json"}
-        if (out / "suspects.png").exists() and report["ranked"]:
+        if report["ranked"] and cfg["audit"]["sheet"]:
             written["sheet"] = out / "suspects.png"
         print_summary("audit_labels.py wrote", written)
         return 0

@@ -191,6 +191,8 @@ def write_outputs(out: Path, report: dict, verdicts: list[Verdict], root: Path, 
     if report["ranked"] and sheet:
         with atomic_path(out / "suspects.png") as tmp:
             contact_sheet(root, report["ranked"][:sheet]).save(tmp, format="PNG")
+    else:  # an earlier audit's sheet would show images this one does not dispute
+        (out / "suspects.png").unlink(missing_ok=True)
 
 
 def verdict_csv(verdicts: list[Verdict], classes: list[str]) -> str:

@@ -89,6 +89,8 @@ def test_a_folder_of_class_folders_is_audited_whole(tiny_dataset, tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
     out = tmp_path / "audit"
+    out.mkdir()
+    (out / "suspects.png").write_bytes(b"an earlier audit's sheet")
     assert audit_labels.main(["--data", str(flat), "--out", str(out), "--folds", "3", f"data.image_size={TINY_SIZE}",
                               "train.epochs=1", "audit.sheet=0"]) == 0
     report = json.loads((out / "audit.json").read_text())
