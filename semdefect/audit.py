@@ -115,8 +115,7 @@ def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
         # index-prefixed names: two splits may hold files of the same name
         target = folder / "view" / role.get(folds[i], "train") / f.label / f"{i:06d}_{f.path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.symlink_to(f.path.resolve())
+        target.symlink_to(f.path.resolve())
     run_cfg = copy.deepcopy(cfg)
     run_cfg["data"]["root"] = str(folder / "view")
     run_cfg["train"].update(output=str(folder / "model.keras"), resume=False, tensorboard=False)
