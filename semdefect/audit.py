@@ -31,7 +31,8 @@ from .dataset import SPLITS
 from .duplicates import DuplicateSettings
 from .errors import DatasetError
 from .files import atomic_path, write_json_atomic, write_text_atomic
-from .prepare import ImageFile, assign_splits, exact_groups, near_duplicates, read_layout, scan_files, union_groups
+from .prepare import (ImageFile, assign_splits, duplicate_groups, exact_groups, near_duplicates, read_layout,
+                      scan_files)
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ def audited_scope(files: list[ImageFile]) -> list[str]:
 
 def assign_folds(files: list[ImageFile], pairs: list[tuple[int, int, float]], k: int, seed: int) -> list[int]:
     """The fold of each file: near-duplicates and byte-identical files share one, classes spread evenly."""
-    links = [(a, b) for a, b, _ in pairs] + [(g[0], i) for g in exact_groups(files) for i in g[1:]]
-    groups = union_groups(len(files), links)
+    groups = duplicate_groups(len(files), pairs, exact_groups(files))
     names = [str(i) for i in range(k)]
     return [int(fold) for fold in assign_splits([f.label for f in files], groups, [100 / k] * k, seed, names)]
 
@@ -155,9 +155,13 @@ def flag_suspects(verdicts: list[Verdict], classes: list[str]) -> dict[str, floa
     return thresholds
 
 
+def label_probability(v: Verdict, classes: list[str]) -> float:
+    return float(v.probabilities[classes.index(v.label)])
+
+
 def margin(v: Verdict, classes: list[str]) -> float:
     """How much more probability the model gives its choice than the label: the ranking of suspects."""
-    return float(v.probabilities.max() - v.probabilities[classes.index(v.label)])
+    return float(v.probabilities.max()) - label_probability(v, classes)
 
 
 def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: list[str],
@@ -177,7 +181,7 @@ def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: li
         "confusions": [{"label": a, "predicted": b, "suspects": n} for (a, b), n in pairs.most_common()],
         "ranked": [{"file": v.name, "label": v.label, "predicted": v.predicted,
                     "p_predicted": round(float(v.probabilities.max()), 4),
-                    "p_label": round(float(v.probabilities[classes.index(v.label)]), 4)} for v in suspects],
+                    "p_label": round(label_probability(v, classes), 4)} for v in suspects],
         "unreadable": [{"file": f.name, "error": f.error} for f in unreadable],
     }
 
@@ -202,7 +206,7 @@ def verdict_csv(verdicts: list[Verdict], classes: list[str]) -> str:
     order = sorted(verdicts, key=lambda v: (not v.suspect, -margin(v, classes) if v.suspect else 0.0, v.name))
     for v in order:
         writer.writerow([v.name, v.label, v.predicted, f"{v.probabilities.max():.4f}",
-                         f"{v.probabilities[classes.index(v.label)]:.4f}", int(v.suspect), v.fold])
+                         f"{label_probability(v, classes):.4f}", int(v.suspect), v.fold])
     return buffer.getvalue()
 
 

@@ -175,6 +175,11 @@ def exact_groups(files: Sequence[ImageFile]) -> list[list[int]]:
     return sorted(g for g in by_hash.values() if len(g) > 1)
 
 
+def duplicate_groups(n: int, pairs: Sequence[tuple[int, int, float]], exact: Sequence[Sequence[int]]) -> list[int]:
+    """A group id for each of n files: near-duplicate pairs and byte-identical files (`exact_groups`) share one."""
+    return union_groups(n, [(a, b) for a, b, _ in pairs] + [(g[0], i) for g in exact for i in g[1:]])
+
+
 def union_groups(n: int, links: Sequence[tuple[int, int]]) -> list[int]:
     """Union-find: a group id (its smallest member) for each of n items linked by pairs."""
     parent = list(range(n))
@@ -317,11 +322,10 @@ def split_dataset(src: Path, dst: Path, cfg: dict[str, Any], link: bool) -> dict
     scan_files(files, settings, cfg["data"]["max_image_pixels"])
     pairs = near_duplicates(files, settings)
     exact = exact_groups(files)
-    links = [(a, b) for a, b, _ in pairs] + [(g[0], i) for g in exact for i in g[1:]]
     readable = [i for i, f in enumerate(files) if f.error is None]
     if not readable:
         raise DatasetError(f"{src}: none of its {len(files)} image files can be read")
-    group_of = union_groups(len(files), links)
+    group_of = duplicate_groups(len(files), pairs, exact)
     ratios = cfg["prepare"]["ratios"]
     assignment = assign_splits([files[i].label for i in readable], [group_of[i] for i in readable],
                                ratios, cfg["prepare"]["seed"])
