@@ -4,6 +4,7 @@ Trains the configured model once per row and seed (train on all sources / on one
 `crosscheck.few_shot` labelled images per class of the other), scores each on the test split (all of it / the
 held-out source's images of the classes both sources have) and writes
 `crosscheck.out`/crosscheck.md and crosscheck.json. Needs two or more sources (see `crosscheck.sources`).
+Run again after a stop and the runs that finished with the same settings and images are kept (`crosscheck.reuse`).
 
 usage: python crosscheck.py [--config FILE] [section.key=value ...]
    e.g. python crosscheck.py data.root=../shared/data/sem-public crosscheck.seeds=[1,2,3]

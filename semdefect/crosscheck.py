@@ -6,16 +6,20 @@ train split, its val split for early stopping) and test on the *other* source's 
 sources have. Sources are told apart by a file-name prefix (`crosscheck.sources`) or a manifest column.
 Optional few-shot rows (`crosscheck.few_shot`) add k labelled training images per class of the held-out source:
 how much a handful of labelled images from a new fab buys. Every row is trained with several seeds; the table
-reports mean and spread.
+reports mean and spread. A finished run is kept (`crosscheck.reuse`) while its settings and images stay the same,
+so a protocol stopped after an hour goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import hashlib
+import json
 import logging
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +73,14 @@ def protocol_rows(sources: list[str], few_shot: tuple[int, ...] | list[int] = ()
 
 def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) -> tuple[Path, int]:
     """A dataset folder of symlinks holding only the row's images; returns it and its number of test images.
+    The folder is rebuilt from scratch, so links left by an earlier protocol on other images go.
 
     Leave-one-source-out rows test on the held-out source's images of the `shared` classes. A few-shot row also
     trains on `row.few_shot` of the held-out source's training images per shared class; the held-out source's val
     images stay out, as a user with a handful of labelled images has none to spare for early stopping.
     """
     root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
+    shutil.rmtree(folder, ignore_errors=True)
     n_test = 0
     for split in SPLITS:
         listed = list_labelled_files(split_folder(root, split), classes)
@@ -92,9 +98,37 @@ def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) ->
         for path, label in chosen:
             target = folder / split / classes[label] / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                target.symlink_to(path.resolve())
+            target.symlink_to(path.resolve())
     return folder, n_test
+
+
+def view_fingerprint(view: Path) -> str:
+    """A digest of which images a view holds, under which split and class, and of each file's size and time:
+    a run is reused only on the same images."""
+    digest = hashlib.sha256()
+    for link in sorted(view.rglob("*")):
+        if link.is_symlink():
+            target = link.resolve()
+            stat = target.stat() if target.exists() else None
+            digest.update(f"{link.relative_to(view).as_posix()}\t{target}\t"
+                          f"{stat and stat.st_size}\t{stat and stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def run_settings(run_cfg: dict, images: str) -> dict:
+    """What decides a run's result: the sections training and scoring read, and the view's images. JSON-normal,
+    so a saved copy compares equal."""
+    return json.loads(json.dumps({key: run_cfg[key] for key in ("data", "model", "train")} | {"images": images}))
+
+
+def finished_run(run_dir: Path, settings: dict) -> dict | None:
+    """The metrics of a run in `run_dir` that finished with these settings, else None."""
+    try:
+        saved = json.loads((run_dir / "run.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if saved == settings else None
 
 
 def few_shot_sample(files: list[tuple[Path, int]], k: int) -> list[tuple[Path, int]]:
@@ -140,17 +174,25 @@ def run_protocol(cfg: dict) -> dict:
                "seeds": cfg["crosscheck"]["seeds"], "rows": []}
     for row in protocol_rows(sources, cfg["crosscheck"]["few_shot"]):
         view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
+        images = view_fingerprint(view)
         runs = []
         for seed in cfg["crosscheck"]["seeds"]:
             run_cfg = copy.deepcopy(cfg)
             run_dir = out / "runs" / slug(row.name) / f"seed{seed}"
             run_cfg["data"]["root"] = str(view)
             run_cfg["train"].update(seed=seed, output=str(run_dir / "model.keras"), resume=False, tensorboard=False)
-            keras.backend.clear_session()
-            train(run_cfg)
-            classifier = load_classifier(run_dir / "model.keras")
-            metrics, _ = score(classifier, load_eval_data(view, "test", classifier.class_names, classifier.prep))
-            write_json_atomic(run_dir / "metrics.json", metrics)
+            settings = run_settings(run_cfg, images)
+            metrics = finished_run(run_dir, settings) if cfg["crosscheck"]["reuse"] else None
+            if metrics is not None:
+                log.info("%s, seed %d: kept the finished run in %s (same settings and images)", row.name, seed, run_dir)
+            else:
+                (run_dir / "run.json").unlink(missing_ok=True)  # a run stopped from here on is not taken as finished
+                keras.backend.clear_session()
+                train(run_cfg)
+                classifier = load_classifier(run_dir / "model.keras")
+                metrics, _ = score(classifier, load_eval_data(view, "test", classifier.class_names, classifier.prep))
+                write_json_atomic(run_dir / "metrics.json", metrics)
+                write_json_atomic(run_dir / "run.json", settings)  # last: its presence marks the run finished
             runs.append(metrics)
             log.info("%s, seed %d: accuracy %.2f%%", row.name, seed, 100 * metrics["accuracy"])
         results["rows"].append(summarise(row, runs, n_test))

@@ -1,11 +1,14 @@
 import json
+from pathlib import Path
 
 import pytest
 
 import crosscheck
+import semdefect.training
 from conftest import TINY_SIZE
 from semdefect.config import load_config
-from semdefect.crosscheck import make_view, protocol_rows, source_lookup
+from semdefect.crosscheck import finished_run, make_view, protocol_rows, run_settings, source_lookup, view_fingerprint
+from semdefect.files import write_json_atomic
 
 
 def two_source_copy(tiny_dataset, root):
@@ -55,13 +58,30 @@ def test_few_shot_view_adds_k_training_images_per_shared_class_of_the_held_out_s
     assert n_test == len(view_files(one, "test")) == 2 and all("/bb_" in f for f in view_files(one, "test"))
 
 
-def test_protocol_runs_end_to_end(tiny_dataset, tmp_path, capsys):
+def counting_training(monkeypatch):
+    """Count the protocol's trainings (each still trains for real)."""
+    trained = []
+
+    def train(cfg):
+        trained.append(Path(cfg["train"]["output"]).parent.parent.name)
+        return real_train(cfg)
+
+    real_train = semdefect.training.train
+    monkeypatch.setattr(semdefect.training, "train", train)
+    return trained
+
+
+def test_protocol_runs_end_to_end_and_a_rerun_trains_only_what_changed(tiny_dataset, tmp_path, capsys, monkeypatch):
     data = two_source_copy(tiny_dataset, tmp_path / "data")
     out = tmp_path / "cc"
-    code = crosscheck.main([f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
-                            "crosscheck.sources=[aa_, bb_]", "crosscheck.seeds=[1]", "crosscheck.few_shot=[1]",
-                            f"crosscheck.out={out}"])
-    assert code == 0
+    args = [f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
+            "crosscheck.sources=[aa_, bb_]", "crosscheck.seeds=[1]", f"crosscheck.out={out}"]
+    trained = counting_training(monkeypatch)
+    assert crosscheck.main(args) == 0 and len(trained) == 3
+    first = json.loads((out / "crosscheck.json").read_text())["rows"]
+    trained.clear()
+    code = crosscheck.main(args + ["crosscheck.few_shot=[1]"])  # the three plain rows are kept, not retrained
+    assert code == 0 and trained == ["bb___1_aa_class____aa", "aa___1_bb_class____bb"]
     results = json.loads((out / "crosscheck.json").read_text())
     assert [r["name"] for r in results["rows"]] == ["all sources -> test split", "bb -> aa", "aa -> bb",
                                                     "bb + 1 aa/class -> aa", "aa + 1 bb/class -> bb"]
@@ -73,6 +93,45 @@ def test_protocol_runs_end_to_end(tiny_dataset, tmp_path, capsys):
     table = (out / "crosscheck.md").read_text()
     assert "| bb -> aa |" in table and "With 1 labelled training images per class" in table
     assert "bb -> aa" in capsys.readouterr().out
+    assert results["rows"][:3] == first
+
+    trained.clear()
+    next((data / "test" / "via").glob("aa_*.png")).unlink()  # one test image fewer of source aa
+    assert crosscheck.main(args) == 0 and trained == ["all_sources____test_split", "bb____aa"]
+    rebuilt = [(out / "views" / row).rglob("*.png") for row in trained]
+    assert all(link.exists() for links in rebuilt for link in links)  # no link left to the removed image
+    trained.clear()
+    assert crosscheck.main(args + ["crosscheck.reuse=false"]) == 0 and len(trained) == 3
+
+
+def test_a_run_is_kept_only_with_the_same_settings(tmp_path):
+    cfg = load_config(None, [])
+    settings = run_settings(cfg, images="abc")
+    write_json_atomic(tmp_path / "metrics.json", {"accuracy": 0.5})
+    assert finished_run(tmp_path, settings) is None  # no run.json: the run did not finish
+    write_json_atomic(tmp_path / "run.json", settings)
+    assert finished_run(tmp_path, settings) == {"accuracy": 0.5}
+    assert finished_run(tmp_path, run_settings(cfg, images="abd")) is None
+    cfg["train"]["epochs"] += 1
+    assert finished_run(tmp_path, run_settings(cfg, images="abc")) is None
+    cfg["train"]["epochs"] -= 1
+    cfg["crosscheck"]["few_shot"] = [5]  # the protocol's own keys do not change a run
+    assert finished_run(tmp_path, run_settings(cfg, images="abc")) == {"accuracy": 0.5}
+
+
+def test_a_run_is_kept_only_on_the_same_images(tiny_dataset, tmp_path):
+    data = two_source_copy(tiny_dataset, tmp_path / "data")
+    cfg = load_config(None, [f"data.root={data}", "crosscheck.sources=[aa_, bb_]"])
+    row = protocol_rows(["aa", "bb"])[1]
+    view, _ = make_view(cfg, row, source_lookup(cfg), tmp_path / "view", {"Bridge", "via"})
+    before = view_fingerprint(view)
+    assert view_fingerprint(make_view(cfg, row, source_lookup(cfg), view, {"Bridge", "via"})[0]) == before
+    image = next((data / "train" / "Bridge").glob("bb_*.png"))
+    image.write_bytes(image.read_bytes() + b"\0")  # same name, other content
+    assert view_fingerprint(view) != before
+    image.unlink()
+    again = view_fingerprint(make_view(cfg, row, source_lookup(cfg), view, {"Bridge", "via"})[0])
+    assert again != before and not any(p.name == image.name for p in view.rglob("*"))
 
 
 def test_one_source_only_exits_2(tiny_dataset, tmp_path, capsys):
