@@ -10,7 +10,10 @@ An image is a *suspect* when the model picks another class with at least the con
 get on average (the mean out-of-fold probability of their label; the per-class threshold of confident learning,
 Northcutt et al. 2021): the model is as sure it is that class as it is about the class's typical image.
 Suspects are ranked by how much more probability the model gives its choice than the label. Nothing is moved or
-relabelled: the report is a list to look at, and the contact sheet the first page of it.
+relabelled: the report is a list to look at, and the contact sheet the first page of it. Where images carry a
+source (`crosscheck.sources` prefixes or its manifest), suspects are counted per source too: two sources that call
+the same scene by different names (one fab's blank wafer is `clean`, another's is `cmp`) dispute each other's
+labels, and that is a question for whoever defines the classes, not a labelling slip.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .crosscheck import source_lookup
 from .dataset import SPLITS
 from .duplicates import DuplicateSettings
 from .errors import DatasetError
@@ -47,6 +51,7 @@ class Verdict:
     probabilities: np.ndarray   # over the config's classes
     predicted: str = ""
     suspect: bool = False
+    source: str = ""            # from the file name's prefix or the manifest; "" when it has none
 
 
 def audit_dataset(cfg: dict) -> dict:
@@ -68,6 +73,9 @@ def audit_dataset(cfg: dict) -> dict:
         verdicts += scored
         unreadable += skipped
     thresholds = flag_suspects(verdicts, classes)
+    source_of = source_lookup(cfg)
+    for v in verdicts:
+        v.source = source_of(root / v.name) or ""
     report = summarise(verdicts, thresholds, classes, unreadable, audited_scope(files), cfg)
     write_outputs(out, report, verdicts, root, classes, acfg["sheet"])
     return report
@@ -179,11 +187,24 @@ def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: li
         "suspects_per_class": {c: sum(v.label == c for v in suspects) for c in classes},
         "images_per_class": {c: sum(v.label == c for v in verdicts) for c in classes},
         "confusions": [{"label": a, "predicted": b, "suspects": n} for (a, b), n in pairs.most_common()],
-        "ranked": [{"file": v.name, "label": v.label, "predicted": v.predicted,
+        "by_source": by_source(verdicts, suspects),
+        "ranked": [{"file": v.name, "source": v.source, "label": v.label, "predicted": v.predicted,
                     "p_predicted": round(float(v.probabilities.max()), 4),
                     "p_label": round(label_probability(v, classes), 4)} for v in suspects],
         "unreadable": [{"file": f.name, "error": f.error} for f in unreadable],
     }
+
+
+def by_source(verdicts: list[Verdict], suspects: list[Verdict]) -> dict[str, dict]:
+    """Images, suspects and the most frequent disputes of each source ("" for images without one); {} when no
+    image has a source."""
+    if not any(v.source for v in verdicts):
+        return {}
+    return {source: {"images": sum(v.source == source for v in verdicts),
+                     "suspects": sum(v.source == source for v in suspects),
+                     "confusions": [{"label": a, "predicted": b, "suspects": n} for (a, b), n in
+                                    Counter((v.label, v.predicted) for v in suspects if v.source == source).most_common()]}
+            for source in sorted({v.source for v in verdicts})}
 
 
 def write_outputs(out: Path, report: dict, verdicts: list[Verdict], root: Path, classes: list[str],
@@ -202,10 +223,10 @@ def verdict_csv(verdicts: list[Verdict], classes: list[str]) -> str:
     """Every audited image, suspects first (most disputed first), then the rest by name."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "label", "predicted", "p_predicted", "p_label", "suspect", "fold"])
+    writer.writerow(["file", "source", "label", "predicted", "p_predicted", "p_label", "suspect", "fold"])
     order = sorted(verdicts, key=lambda v: (not v.suspect, -margin(v, classes) if v.suspect else 0.0, v.name))
     for v in order:
-        writer.writerow([v.name, v.label, v.predicted, f"{v.probabilities.max():.4f}",
+        writer.writerow([v.name, v.source, v.label, v.predicted, f"{v.probabilities.max():.4f}",
                          f"{label_probability(v, classes):.4f}", int(v.suspect), v.fold])
     return buffer.getvalue()
 
@@ -222,6 +243,11 @@ def format_report(report: dict, rows: int = 30) -> str:
     if report["confusions"]:
         lines += ["", "Most frequent (label -> model's choice): " + ", ".join(
             f"{c['label']} -> {c['predicted']} {c['suspects']}" for c in report["confusions"][:8]) + "."]
+    if report["by_source"]:
+        lines += ["", "By source (a dispute within one source is more likely a labelling slip):", ""]
+    for source, counts in report["by_source"].items():
+        lines += [f"- {source or 'no source'}: {counts['images']} images, {counts['suspects']} suspects" + "".join(
+            f"; {c['label']} -> {c['predicted']} {c['suspects']}" for c in counts["confusions"][:5]) + "."]
     if report["ranked"]:
         lines += ["", f"The {min(rows, len(report['ranked']))} most disputed (all in audit.csv):", "",
                   "| file | label | model's choice | its probability | the label's |", "|---|---|---|---:|---:|"]

@@ -40,8 +40,9 @@ def test_a_suspect_is_another_class_chosen_with_that_class_typical_confidence():
 
 def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_dataset, tmp_path, capsys):
     data = tmp_path / "data"
-    for path in sorted(tiny_dataset.rglob("*.png")):
+    for i, path in enumerate(sorted(tiny_dataset.rglob("*.png"))):
         target = data / path.relative_to(tiny_dataset)
+        target = target.with_name(("aa_" if i % 2 else "") + target.name)  # every other image from source aa
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
     copy = sorted((data / "train" / "crack").glob("*.png"))[0]
@@ -49,7 +50,7 @@ def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_datas
     (data / "train" / "via" / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "audit"
     code = audit_labels.main(["--data", str(data), "--out", str(out), "--folds", "3", f"data.image_size={TINY_SIZE}",
-                              "train.epochs=1"])
+                              "train.epochs=1", "crosscheck.sources=[aa_]"])
     assert code == 0
     with (out / "audit.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -65,6 +66,11 @@ def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_datas
     assert report["images"] == len(rows) and report["suspects"] == len(suspects)
     assert report["splits"] == ["train", "val"]
     assert report["unreadable"][0]["file"] == "train/via/broken.png"
+    assert all(r["source"] == ("aa" if r["file"].split("/")[-1].startswith("aa_") else "") for r in rows)
+    by_source = report["by_source"]
+    assert sorted(by_source) == ["", "aa"] and sum(s["images"] for s in by_source.values()) == len(rows)
+    assert sum(s["suspects"] for s in by_source.values()) == len(suspects)
+    assert by_source["aa"]["suspects"] == sum(r["source"] == "aa" for r in suspects)
     assert (out / "audit.md").read_text().startswith("Label audit of")
     assert (out / "suspects.png").exists() == bool(suspects)
     assert "audit_labels.py wrote" in capsys.readouterr().out
@@ -95,3 +101,4 @@ def test_a_folder_of_class_folders_is_audited_whole(tiny_dataset, tmp_path):
                               "train.epochs=1", "audit.sheet=0"]) == 0
     report = json.loads((out / "audit.json").read_text())
     assert report["images"] == 60 and report["splits"] == ["all"] and not (out / "suspects.png").exists()
+    assert report["by_source"] == {}  # no image has a source: no per-source counts
