@@ -26,6 +26,7 @@ CHOICES = {
     "data.normalize": ("none", "minmax", "equalize", "flatten"),
     "model.head": ("flatten", "gap", "gmp"),
     "train.lr_schedule": ("constant", "cosine"),
+    "train.fit_on": ("train", "train+val"),
     "evaluate.split": ("train", "val", "test"),
     "export.parity_split": ("train", "val", "test"),
     "quantize.format": ("qdq", "qoperator"),

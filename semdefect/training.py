@@ -232,10 +232,12 @@ class Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        accuracy = float((logs or {}).get("val_accuracy", -1.0))
+        accuracy = (logs or {}).get("val_accuracy")
         folder = self.paths.checkpoints
-        if accuracy > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = accuracy, epoch
+        # without val images (train.fit_on=train+val) each epoch is kept over the one before: the last one stays
+        if accuracy is None or float(accuracy) > self.best_accuracy:
+            self.best_accuracy = -1.0 if accuracy is None else float(accuracy)
+            self.best_epoch = epoch
             self.best_weights = self.model.get_weights()
             save_model(self.model, folder / "best.keras", self.facts)
         save_model(self.model, folder / "last.keras", self.facts, include_optimizer=True)
@@ -257,6 +259,10 @@ def train(cfg: dict) -> dict[str, Path]:
     val_set = load_split(Path(data["root"]), "val", classes, prep)
     warn_missing_classes(train_set, classes)
     x_train, y_train = train_set.x, train_set.y
+    fit_on_val = tcfg["fit_on"] == "train+val"
+    if fit_on_val:  # more labelled images to learn from; none is left to stop early or choose an epoch by
+        x_train, y_train = np.concatenate([x_train, val_set.x]), np.concatenate([y_train, val_set.y])
+    real_images = len(y_train)
     if tcfg["synthetic_per_class"]:
         x_synth, y_synth = load_synthetic(cfg, prep)
         x_train, y_train = np.concatenate([x_train, x_synth]), np.concatenate([y_train, y_synth])
@@ -273,7 +279,7 @@ def train(cfg: dict) -> dict[str, Path]:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.logs)))
     initial_epoch = state.get("epoch", 0) if state else 0
     if initial_epoch < tcfg["epochs"]:
-        model.fit(sequence, validation_data=(val_set.x, onehot(val_set.y, len(classes))),
+        model.fit(sequence, validation_data=None if fit_on_val else (val_set.x, onehot(val_set.y, len(classes))),
                   epochs=tcfg["epochs"], initial_epoch=initial_epoch, callbacks=callbacks,
                   class_weight=class_weights(y_train, len(classes)) if tcfg["class_weights"] else None,
                   verbose=2)
@@ -281,13 +287,17 @@ def train(cfg: dict) -> dict[str, Path]:
         model.set_weights(checkpointer.best_weights)
     elif (paths.checkpoints / "best.keras").exists():  # resumed after the best epoch: take it from disk
         model.set_weights(load_model(paths.checkpoints / "best.keras")[0].get_weights())
-    log.info("best val accuracy %.4f at epoch %d", checkpointer.best_accuracy, checkpointer.best_epoch + 1)
+    if fit_on_val:
+        log.info("kept the last epoch (%d): train.fit_on=train+val leaves no val images to choose by",
+                 checkpointer.best_epoch + 1)
+    else:
+        log.info("best val accuracy %.4f at epoch %d", checkpointer.best_accuracy, checkpointer.best_epoch + 1)
 
     save_model(model, paths.model, facts)
     write_json_atomic(paths.history, {"history": checkpointer.history, "best_epoch": checkpointer.best_epoch + 1,
-                                      "best_val_accuracy": checkpointer.best_accuracy,
-                                      "train_images": len(train_set.y), "synthetic_images": len(y_train) - len(train_set.y),
-                                      "val_images": len(val_set.y),
+                                      "best_val_accuracy": None if fit_on_val else checkpointer.best_accuracy,
+                                      "fit_on": tcfg["fit_on"], "train_images": real_images,
+                                      "synthetic_images": len(y_train) - real_images, "val_images": len(val_set.y),
                                       "skipped": [str(p) for p, _ in train_set.skipped + val_set.skipped]})
     save_resolved(cfg, paths.config)
     plot_curves(checkpointer.history, paths.curves)
@@ -386,7 +396,8 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + metric, [])
-            ax.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + metric)
+            if values:  # no val curves when val was trained on
+                ax.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + metric)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()

@@ -27,7 +27,7 @@ def test_training_writes_the_model_and_its_records(trained):
                  "checkpoints/last.keras", "checkpoints/best.keras", "checkpoints/state.json"):
         assert (out / name).is_file(), name
     history = json.loads((out / "sem_cnn.history.json").read_text())
-    assert len(history["history"]["loss"]) == 1 and history["train_images"] == 60
+    assert len(history["history"]["loss"]) == 1 and history["train_images"] == 80  # train and val (train.fit_on)
     assert not list(out.glob("**/*.tmp*"))  # nothing half-written left behind
 
 

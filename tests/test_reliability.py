@@ -65,7 +65,7 @@ def test_training_skips_every_bad_file_naming_each(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and all(f"skipping {path}" in err for path in bad)
     history = json.loads((out / "m.history.json").read_text())
-    assert history["train_images"] == 60 and sorted(history["skipped"]) == sorted(map(str, bad))
+    assert history["train_images"] == 80 and sorted(history["skipped"]) == sorted(map(str, bad))  # train and val
 
 
 def test_unreadable_permissions_become_an_error_row(trained, tmp_path, capsys):

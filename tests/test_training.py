@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import train_model
-from conftest import TINY_SIZE, assert_one_line_error
+from conftest import TINY_SIZE, assert_one_line_error, tiny_overrides
 from semdefect.config import load_config
 from semdefect.errors import ConfigError
 from semdefect.images import Preprocess
@@ -169,3 +169,18 @@ def test_weight_decay_reaches_the_optimizer_and_zero_means_plain_adam(tmp_path):
                                  f"train.output={tmp_path / str(decay) / 'm.keras'}"])
         model, state = resume_or_build(cfg, RunPaths(Path(cfg["train"]["output"])), facts, steps_per_epoch=1)
         assert state is None and model.optimizer.weight_decay == expected
+
+
+def test_fit_on_train_and_val_trains_on_both_and_keeps_the_last_epoch(tiny_dataset, tmp_path):
+    out = tmp_path / "m.keras"
+    overrides = tiny_overrides(tiny_dataset, tmp_path)[:2] + [
+        "train.epochs=3", "train.patience=1", "train.fit_on=train+val", "train.tensorboard=false",
+        "train.augment=false", f"train.output={out}"]
+    assert train_model.main(overrides) == 0
+    record = json.loads(out.with_suffix(".history.json").read_text())
+    assert record["train_images"] == 80 and record["val_images"] == 20  # 60 train + 20 val images trained on
+    assert record["best_epoch"] == 3 and record["best_val_accuracy"] is None  # patience 1 cannot stop it early
+    assert not any(key.startswith("val_") for key in record["history"])
+    last, _ = load_model(out.parent / "checkpoints" / "last.keras")
+    for saved, final in zip(load_model(out)[0].get_weights(), last.get_weights()):
+        np.testing.assert_array_equal(saved, final)
