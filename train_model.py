@@ -1,4 +1,4 @@
-"""Train the SEM defect CNN on `data.root`/train, with early stopping on `data.root`/val.
+"""Train the SEM defect CNN on `data.root`/train and /val (`train.fit_on=train` holds val out for early stopping).
 
 Reads config.yaml (+ --config FILE, + section.key=value overrides); writes `train.output`
 (default models/sem_cnn.keras, no optimizer state) and beside it the history, the resolved config,

@@ -4,7 +4,8 @@ Noisy labels cap what any model can score: a test image labelled `other` that sh
 every model, and a mislabelled training image teaches the wrong thing. To find them, every audited image gets
 a prediction from a model that saw neither it nor any near-duplicate of it: the images are dealt into k folds
 (whole near-duplicate groups, stratified by class, as `prepare_dataset.py split` deals splits); for each fold a
-model is trained on the others, one of them held back for early stopping, and scores the fold.
+model is trained on the others (the next fold is its val split: trained on with the default `train.fit_on`,
+held back for early stopping with `train.fit_on=train`) and scores the fold.
 
 An image is a *suspect* when the model picks another class with at least the confidence that class's own images
 get on average (the mean out-of-fold probability of their label; the per-class threshold of confident learning,
@@ -109,7 +110,7 @@ def assign_folds(files: list[ImageFile], pairs: list[tuple[int, int, float]], k:
 
 def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
                folder: Path) -> tuple[list[Verdict], list[ImageFile]]:
-    """Train on every fold but `fold` and the next one (early stopping); score `fold`'s images. Returns the
+    """Train on every fold but `fold` (the next one as the val split); score `fold`'s images. Returns the
     verdicts and the fold's images the model could not read (named in the report, not lost)."""
     import keras
 

@@ -2,7 +2,7 @@
 
 A model that scores well on its own test split can still have learned its source's imaging style instead of
 the defects. So, besides training on everything and testing on the test split, train on one source only (its
-train split, its val split for early stopping) and test on the *other* source's test split, on the classes both
+train and val splits, as `train.fit_on` says) and test on the *other* source's test split, on the classes both
 sources have. Sources are told apart by a file-name prefix (`crosscheck.sources`) or a manifest column.
 Optional few-shot rows (`crosscheck.few_shot`) add k labelled training images per class of the held-out source:
 how much a handful of labelled images from a new fab buys. Every row is trained with several seeds; the table
@@ -77,7 +77,7 @@ def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) ->
 
     Leave-one-source-out rows test on the held-out source's images of the `shared` classes. A few-shot row also
     trains on `row.few_shot` of the held-out source's training images per shared class; the held-out source's val
-    images stay out, as a user with a handful of labelled images has none to spare for early stopping.
+    images stay out, as a user with a handful of labelled images has none to spare for a val split.
     """
     root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
     shutil.rmtree(folder, ignore_errors=True)

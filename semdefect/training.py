@@ -324,7 +324,7 @@ def resume_or_build(cfg: dict, paths: RunPaths, facts: dict[str, str],
     if tcfg["init_from"]:
         start_from(model, Path(tcfg["init_from"]), facts)
     learning_rate = tcfg["learning_rate"]
-    if tcfg["lr_schedule"] == "cosine":  # decays to zero over the full run; early stopping may end it sooner
+    if tcfg["lr_schedule"] == "cosine":  # decays to zero over the full run; early stopping (fit_on=train) may end it sooner
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, tcfg["epochs"] * steps_per_epoch)
     # weight_decay is decoupled from the gradient (AdamW): each step shrinks the weights by learning rate x decay
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, weight_decay=tcfg["weight_decay"] or None),
