@@ -176,7 +176,6 @@ def margin(v: Verdict, classes: list[str]) -> float:
 def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: list[str],
               unreadable: list[ImageFile], scope: list[str], cfg: dict) -> dict:
     suspects = sorted((v for v in verdicts if v.suspect), key=lambda v: -margin(v, classes))
-    pairs = Counter((v.label, v.predicted) for v in suspects)
     return {
         "dataset": cfg["data"]["root"],
         "splits": scope,
@@ -187,7 +186,7 @@ def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: li
         "thresholds": thresholds,
         "suspects_per_class": {c: sum(v.label == c for v in suspects) for c in classes},
         "images_per_class": {c: sum(v.label == c for v in verdicts) for c in classes},
-        "confusions": [{"label": a, "predicted": b, "suspects": n} for (a, b), n in pairs.most_common()],
+        "confusions": disputes(suspects),
         "by_source": by_source(verdicts, suspects),
         "ranked": [{"file": v.name, "source": v.source, "label": v.label, "predicted": v.predicted,
                     "p_predicted": round(float(v.probabilities.max()), 4),
@@ -203,9 +202,18 @@ def by_source(verdicts: list[Verdict], suspects: list[Verdict]) -> dict[str, dic
         return {}
     return {source: {"images": sum(v.source == source for v in verdicts),
                      "suspects": sum(v.source == source for v in suspects),
-                     "confusions": [{"label": a, "predicted": b, "suspects": n} for (a, b), n in
-                                    Counter((v.label, v.predicted) for v in suspects if v.source == source).most_common()]}
+                     "confusions": disputes([v for v in suspects if v.source == source])}
             for source in sorted({v.source for v in verdicts})}
+
+
+def disputes(suspects: list[Verdict]) -> list[dict]:
+    """How often each (label, model's choice) pair occurs among the suspects, most frequent first."""
+    pairs = Counter((v.label, v.predicted) for v in suspects)
+    return [{"label": a, "predicted": b, "suspects": n} for (a, b), n in pairs.most_common()]
+
+
+def format_disputes(confusions: list[dict], top: int, sep: str = ", ") -> str:
+    return sep.join(f"{c['label']} -> {c['predicted']} {c['suspects']}" for c in confusions[:top])
 
 
 def write_outputs(out: Path, report: dict, verdicts: list[Verdict], root: Path, classes: list[str],
@@ -242,13 +250,12 @@ def format_report(report: dict, rows: int = 30) -> str:
         if n:
             lines.append(f"| {c} | {n} | {report['suspects_per_class'][c]} | {report['thresholds'][c]:.2f} |")
     if report["confusions"]:
-        lines += ["", "Most frequent (label -> model's choice): " + ", ".join(
-            f"{c['label']} -> {c['predicted']} {c['suspects']}" for c in report["confusions"][:8]) + "."]
+        lines += ["", f"Most frequent (label -> model's choice): {format_disputes(report['confusions'], 8)}."]
     if report["by_source"]:
         lines += ["", "By source (a dispute within one source is more likely a labelling slip):", ""]
     for source, counts in report["by_source"].items():
-        lines += [f"- {source or 'no source'}: {counts['images']} images, {counts['suspects']} suspects" + "".join(
-            f"; {c['label']} -> {c['predicted']} {c['suspects']}" for c in counts["confusions"][:5]) + "."]
+        top = f"; {format_disputes(counts['confusions'], 5, sep='; ')}" if counts["confusions"] else ""
+        lines += [f"- {source or 'no source'}: {counts['images']} images, {counts['suspects']} suspects{top}."]
     if report["ranked"]:
         lines += ["", f"The {min(rows, len(report['ranked']))} most disputed (all in audit.csv):", "",
                   "| file | label | model's choice | its probability | the label's |", "|---|---|---|---:|---:|"]
