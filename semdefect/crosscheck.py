@@ -103,15 +103,17 @@ def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) ->
 
 
 def view_fingerprint(view: Path) -> str:
-    """A digest of which images a view holds, under which split and class, and of each file's size and time:
-    a run is reused only on the same images."""
+    """A digest of which images a view holds, under which split and class, and of each file's bytes: a run is
+    reused only on the same images. Contents, not file times or paths, so a dataset copied, restored or moved
+    elsewhere keeps its finished runs."""
     digest = hashlib.sha256()
     for link in sorted(view.rglob("*")):
         if link.is_symlink():
-            target = link.resolve()
-            stat = target.stat() if target.exists() else None
-            digest.update(f"{link.relative_to(view).as_posix()}\t{target}\t"
-                          f"{stat and stat.st_size}\t{stat and stat.st_mtime_ns}\n".encode())
+            try:
+                content = hashlib.sha256(link.read_bytes()).hexdigest()
+            except OSError:  # gone since the view was made: not the same images
+                content = "missing"
+            digest.update(f"{link.relative_to(view).as_posix()}\t{content}\n".encode())
     return digest.hexdigest()
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,13 @@ def test_a_run_is_kept_only_on_the_same_images(tiny_dataset, tmp_path):
     before = view_fingerprint(view)
     assert view_fingerprint(make_view(cfg, row, source_lookup(cfg), view, {"Bridge", "via"})[0]) == before
     image = next((data / "train" / "Bridge").glob("bb_*.png"))
+    os.utime(image, (0, 0))  # a copy or restore gives files new times: the same images
+    assert view_fingerprint(view) == before
+    moved = data.rename(tmp_path / "moved")  # and a dataset moved elsewhere keeps its runs
+    assert view_fingerprint(make_view(cfg | {"data": cfg["data"] | {"root": str(moved)}}, row,
+                                      source_lookup(cfg), view, {"Bridge", "via"})[0]) == before
+    moved.rename(data)
+    view_fingerprint(make_view(cfg, row, source_lookup(cfg), view, {"Bridge", "via"})[0])
     image.write_bytes(image.read_bytes() + b"\0")  # same name, other content
     assert view_fingerprint(view) != before
     image.unlink()
