@@ -118,9 +118,12 @@ def view_fingerprint(view: Path) -> str:
 
 
 def run_settings(run_cfg: dict, images: str) -> dict:
-    """What decides a run's result: the sections training and scoring read, and the view's images. JSON-normal,
+    """What decides a run's result: the sections training and scoring read, and the view's images. Not where the view
+    and the model are (`images` says what the view holds), so a moved `crosscheck.out` keeps its runs. JSON-normal,
     so a saved copy compares equal."""
-    return json.loads(json.dumps({key: run_cfg[key] for key in ("data", "model", "train")} | {"images": images}))
+    settings = json.loads(json.dumps({key: run_cfg[key] for key in ("data", "model", "train")} | {"images": images}))
+    del settings["data"]["root"], settings["train"]["output"]
+    return settings
 
 
 def finished_run(run_dir: Path, settings: dict) -> dict | None:

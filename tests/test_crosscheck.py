@@ -95,6 +95,10 @@ def test_protocol_runs_end_to_end_and_a_rerun_trains_only_what_changed(tiny_data
     assert "| bb -> aa |" in table and "With 1 labelled training images per class" in table
     assert "bb -> aa" in capsys.readouterr().out
     assert results["rows"][:3] == first
+    trained.clear()
+    moved = out.rename(tmp_path / "moved")  # a protocol folder moved elsewhere keeps its runs
+    assert crosscheck.main(args[:-1] + [f"crosscheck.out={moved}", "crosscheck.few_shot=[1]"]) == 0 and trained == []
+    moved.rename(out)
 
     trained.clear()
     next((data / "test" / "via").glob("aa_*.png")).unlink()  # one test image fewer of source aa
@@ -117,6 +121,8 @@ def test_a_run_is_kept_only_with_the_same_settings(tmp_path):
     assert finished_run(tmp_path, run_settings(cfg, images="abc")) is None
     cfg["train"]["epochs"] -= 1
     cfg["crosscheck"]["few_shot"] = [5]  # the protocol's own keys do not change a run
+    assert finished_run(tmp_path, run_settings(cfg, images="abc")) == {"accuracy": 0.5}
+    cfg["data"]["root"], cfg["train"]["output"] = "moved/view", "moved/model.keras"  # nor where its files are
     assert finished_run(tmp_path, run_settings(cfg, images="abc")) == {"accuracy": 0.5}
 
 
