@@ -1,15 +1,18 @@
-# `make demo` and `make test` each set up .venv first (pinned requirements.txt), so two commands suffice
-# on a fresh machine with Python 3.11.
-PYTHON ?= python3.11
+# `make demo` and `make test` each set up .venv first (the pinned requirements), so two commands suffice on a fresh
+# machine with Python 3.11, 3.12 or 3.13: the first of python3.11, python3.12, python3.13, python3 that runs one of
+# those is taken (`make demo PYTHON=/path/to/python` to choose).
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	$$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench crosscheck audit clean
+.PHONY: demo test test-fast lint bench crosscheck audit clean
 
-$(VENV)/installed: requirements.txt requirements-edge.txt
+$(VENV)/installed: requirements.txt requirements-edge.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 # The whole pipeline on the bundled synthetic dataset_sample/ with the default settings (one to three minutes of training).
@@ -29,7 +32,7 @@ demo: $(VENV)/installed
 # Speed of the Keras, FP32 and INT8 models of the last training run (make demo first makes them).
 bench: $(VENV)/installed
 	@test -f models/sem_cnn.int8.onnx || $(MAKE) demo
-	$(PY) -m semdefect.bench $(BENCH_ARGS)
+	$(PY) benchmarks/bench_models.py $(BENCH_ARGS)
 
 # The evaluation protocol (in-distribution + leave-one-source-out) on the real images beside the project.
 CROSSCHECK_DATA ?= ../shared/data/sem-public
@@ -40,8 +43,18 @@ crosscheck: $(VENV)/installed
 audit: $(VENV)/installed
 	$(PY) audit_labels.py --data $(CROSSCHECK_DATA) $(AUDIT_ARGS)
 
+# Every test (a few minutes: the slow tier trains models and runs the stages as subprocesses).
 test: $(VENV)/installed
 	$(PY) -m pytest -q
+
+# The fast tier: everything but the tests marked slow (well under a minute).
+test-fast: $(VENV)/installed
+	$(PY) -m pytest -q -m "not slow"
+
+# Style and types: ruff on everything, mypy on the package (strict on the board runtime).
+lint: $(VENV)/installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf models

@@ -1,52 +1,14 @@
 """Evaluate a .keras or .onnx model on a test split (or any folder of class folders).
 
-Writes metrics.json, confusion_matrix.png and report.md to --out (default `evaluate.out`) and prints a
-per-class table. The model's own metadata (classes, preprocessing) wins over the config.
+The command lives in `semdefect.commands.evaluate_model` (also a console command once installed);
+this file runs it from the repository root with no install step.
 
 usage: python evaluate_model.py [--model M] [--data DIR] [--split S] [--out DIR] [--config FILE] [key=value ...]
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from semdefect.cli import print_summary, run_stage, setup_logging
-from semdefect.config import add_config_arguments, load_config
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="a .keras or .onnx model (default: train.output)")
-    parser.add_argument("--data", type=Path, help="a dataset root or a folder of class folders (default: data.root)")
-    parser.add_argument("--split", choices=("train", "val", "test"), help="split of a dataset root (default: evaluate.split)")
-    parser.add_argument("--out", type=Path, help="folder for the reports (default: evaluate.out)")
-    add_config_arguments(parser)
-    args = parser.parse_intermixed_args(argv)  # overrides may come before and after options
-    setup_logging()
-
-    def body() -> int:
-        cfg = load_config(args.config, args.overrides)
-        from semdefect.evaluation import load_classifier, load_eval_data, score
-        from semdefect.metrics import format_table, write_reports
-        from semdefect.onnx_tools import AveragedViews
-
-        classifier = load_classifier(args.model or Path(cfg["train"]["output"]))
-        if cfg["evaluate"]["tta"] > 1:
-            classifier = AveragedViews(classifier, cfg["evaluate"]["tta"])
-        loaded = load_eval_data(args.data or Path(cfg["data"]["root"]), args.split or cfg["evaluate"]["split"],
-                                classifier.class_names, classifier.prep)
-        metrics, _ = score(classifier, loaded, cfg["evaluate"]["batch_size"])
-        written = write_reports(metrics, args.out or Path(cfg["evaluate"]["out"]))
-        print(format_table(metrics))
-        print(f"accuracy {metrics['accuracy']:.2%} on {metrics['n_images']} images "
-              f"(macro F1 {metrics['f1_macro']:.3f}) - {metrics['model']}")
-        print_summary("evaluate_model.py wrote", written)
-        return 0
-
-    return run_stage(body)
-
+from semdefect.commands.evaluate_model import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,9 +31,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semdefect import prepare  # noqa: E402
-from semdefect.config import load_config  # noqa: E402
-from semdefect.images import read_gray  # noqa: E402
+import semdefect.data.splits as prepare
+from semdefect.board.images import read_gray
+from semdefect.config import load_config
 
 REAL = ROOT.parent / "shared" / "data" / "sem-public"
 KINDS = ("resize", "crop", "jpeg", "contrast", "noise", "mixed")
@@ -139,7 +139,7 @@ def generated(index: int, rng: np.random.Generator) -> np.ndarray:
     """A generated SEM-like image (the project's generator when present)."""
     try:
         from semdefect import CLASS_NAMES
-        from semdefect.synth import generate_image, image_rng
+        from semdefect.synth.generator import generate_image, image_rng
 
         return generate_image(CLASS_NAMES[index % 10], image_rng(77, index % 10, index), 128, 0.5)[0]
     except ImportError:

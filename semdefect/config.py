@@ -1,7 +1,8 @@
-"""Load and validate the configuration: project defaults, then `--config FILE`, then `section.key=value`.
+"""The configuration: one typed definition per key, defaults in `config.yaml`, `--config FILE`, `section.key=value`.
 
-Types come from the defaults in `config.yaml` (an int key takes an int, a float key an int or a float);
-choices and ranges are declared below. Every refusal names the key, and an unknown key also names the
+Every key is a field of one of the section classes below: its type is the annotation, its allowed values the
+`key(...)` beside it; its default and its one-line meaning are in `config.yaml` (package data, so any folder works).
+Values are read as attributes (`cfg.train.epochs`). Every refusal names the key, and an unknown key also names the
 closest valid one, so a typo costs one read of one line.
 """
 
@@ -9,108 +10,233 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import difflib
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .files import write_text_atomic
-from .onnx_tools import TTA_VIEWS
+from semdefect.board.errors import ConfigError
+from semdefect.board.files import write_text_atomic
+from semdefect.board.images import NORMALIZE_METHODS, RESIZE_FILTERS, Preprocess
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
+SPLIT_NAMES = ("train", "val", "test")
 
-CHOICES = {
-    "data.resize": ("bilinear", "bicubic", "nearest", "area"),
-    "data.normalize": ("none", "minmax", "equalize", "flatten"),
-    "model.head": ("flatten", "gap", "gmp"),
-    "train.lr_schedule": ("constant", "cosine"),
-    "train.fit_on": ("train", "train+val"),
-    "evaluate.split": ("train", "val", "test"),
-    "export.parity_split": ("train", "val", "test"),
-    "quantize.format": ("qdq", "qoperator"),
-    "quantize.calibrate_method": ("minmax", "entropy", "percentile"),
-    "prepare.data_bar": ("none", "auto", "rows"),
-    "evaluate.tta": TTA_VIEWS,
-}
 
-# (lowest allowed, highest allowed); None leaves that side open.
-RANGES = {
-    "data.image_size": (32, 1024),
-    "data.crop_bottom": (0, None),
-    "data.max_image_pixels": (1, None),
-    "data.min_range": (0.0, 1.0),
-    "model.dropout": (0.0, 0.95),
-    "model.width": (0.25, 8.0),
-    "model.blocks": (1, 5),
-    "train.epochs": (1, None),
-    "train.batch_size": (1, None),
-    "train.learning_rate": (1e-7, 1.0),
-    "train.patience": (0, None),
-    "train.noise_std": (0.0, 1.0),
-    "train.zoom": (1.0, 4.0),
-    "train.zoom_out": (1.0, 4.0),
-    "train.mixup": (0.0, 10.0),
-    "train.gamma": (0.0, 2.0),
-    "train.blur": (0.0, 5.0),
-    "train.label_smoothing": (0.0, 0.5),
-    "train.weight_decay": (0.0, 1.0),
-    "train.synthetic_per_class": (0, None),
-    "evaluate.batch_size": (1, None),
-    "audit.folds": (3, 20),
-    "audit.sheet": (0, None),
-    "export.opset": (13, 21),
-    "export.parity_images": (0, None),
-    "export.parity_atol": (0.0, 1.0),
-    "quantize.calib_images": (0, None),
-    "quantize.max_accuracy_drop": (0.0, 100.0),
-    "prepare.data_bar_rows": (0, None),
-    "prepare.max_crop": (0.0, 0.5),
-    "prepare.candidate_threshold": (-1.0, 1.0),
-    "prepare.window_threshold": (-1.0, 1.0),
-    "prepare.max_candidates": (1, None),
-    "prepare.match_threshold": (-1.0, 1.0),
-    "prepare.min_detail": (0.0, 1.0),
-    "prepare.blank_match_threshold": (-1.0, 1.0),
-    "prepare.low_detail": (0.0, 1.0),
-    "prepare.fine_band_threshold": (-1.0, 1.0),
-    "prepare.tiled_fine_band_threshold": (-1.0, 1.0),
-    "prepare.blank_tiled_fine_band_threshold": (-1.0, 1.0),
-    "prepare.tile_threshold": (-1.0, 1.0),
-    "prepare.rare_fraction": (0.0, 1.0),
-    "prepare.workers": (0, None),
-}
+def key(choices: Sequence[Any] | None = None, low: float | None = None, high: float | None = None,
+        check: Callable[[str, Any], None] | None = None) -> Any:
+    """A config field: allowed `choices`, or a range from `low` to `high` (None leaves that side open), or a `check`
+    that raises ConfigError for anything a type and a range cannot say."""
+    return dataclasses.field(metadata={"choices": choices, "low": low, "high": high, "check": check})
+
+
+def class_list(dotted: str, value: list) -> None:
+    if len(value) < 2 or not all(isinstance(c, str) and c for c in value):
+        raise ConfigError(f"config key '{dotted}' must list at least two class names")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"config key '{dotted}' lists a class twice")
+
+
+def seed_list(dotted: str, value: list) -> None:
+    if not value or not all(is_int(seed) for seed in value):
+        raise ConfigError(f"config key '{dotted}' must list at least one integer seed, got {value!r}")
+
+
+def few_shot_list(dotted: str, value: list) -> None:
+    if not all(is_int(k) and k > 0 for k in value) or len(set(value)) < len(value):
+        raise ConfigError(f"config key '{dotted}' must list distinct positive integers (images per class), "
+                          f"got {value!r}")
+
+
+def split_list(dotted: str, value: list) -> None:
+    if not value or len(set(value)) < len(value) or not all(s in SPLIT_NAMES for s in value):
+        raise ConfigError(f"config key '{dotted}' must list distinct splits among train, val, test, got {value!r}")
+
+
+def ratio_list(dotted: str, value: list) -> None:
+    if len(value) != 3 or not all(is_int(r) and r >= 0 for r in value) or sum(value) != 100:
+        raise ConfigError(f"config key '{dotted}' must be three whole percentages summing to 100, got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class Data:
+    root: str = key()
+    classes: list[str] = key(check=class_list)
+    image_size: int = key(low=32, high=1024)
+    resize: str = key(choices=tuple(RESIZE_FILTERS))
+    crop_bottom: int = key(low=0)
+    normalize: str = key(choices=NORMALIZE_METHODS)
+    max_image_pixels: int = key(low=1)
+
+    def preprocess(self) -> Preprocess:
+        """The preprocessing these keys describe: what the model trains on and what its file declares."""
+        return Preprocess(self.image_size, self.resize, self.crop_bottom, self.normalize, self.max_image_pixels)
+
+
+@dataclass
+class Model:
+    head: str = key(choices=("flatten", "gap", "gmp"))
+    width: float = key(low=0.25, high=8.0)
+    blocks: int = key(low=1, high=5)
+    batchnorm: bool = key()
+
+
+@dataclass
+class Train:
+    epochs: int = key(low=1)
+    fit_on: str = key(choices=("train", "train+val"))
+    batch_size: int = key(low=1)
+    learning_rate: float = key(low=1e-7, high=1.0)
+    lr_schedule: str = key(choices=("constant", "cosine"))
+    seed: int = key()
+    patience: int = key(low=0)
+    augment: bool = key()
+    zoom: float = key(low=1.0, high=4.0)
+    init_from: str = key()
+    resume: bool = key()
+    output: str = key()
+    tensorboard: bool = key()
+
+
+@dataclass
+class Evaluate:
+    split: str = key(choices=SPLIT_NAMES)
+    batch_size: int = key(low=1)
+    out: str = key()
+
+
+@dataclass
+class Export:
+    output: str = key()
+    opset: int = key(low=13, high=21)
+    parity_split: str = key(choices=SPLIT_NAMES)
+    parity_images: int = key(low=0)
+    parity_atol: float = key(low=0.0, high=1.0)
+
+
+@dataclass
+class Quantize:
+    output: str = key()
+    float_first_block: bool = key()
+    float_head: bool = key()
+    calib_images: int = key(low=0)
+    max_accuracy_drop: float = key(low=0.0, high=100.0)
+
+
+@dataclass
+class Prepare:
+    ratios: list[int] = key(check=ratio_list)
+    seed: int = key()
+    data_bar: str = key(choices=("none", "auto", "rows"))
+    data_bar_rows: int = key(low=0)
+    workers: int = key(low=0)
+
+
+@dataclass
+class Audit:
+    splits: list[str] = key(check=split_list)
+    folds: int = key(low=3, high=20)
+    seed: int = key()
+    sheet: int = key(low=0)
+    out: str = key()
+
+
+@dataclass
+class Crosscheck:
+    sources: list[str] = key()
+    manifest: str = key()
+    manifest_column: str = key()
+    seeds: list[int] = key(check=seed_list)
+    few_shot: list[int] = key(check=few_shot_list)
+    out: str = key()
+    reuse: bool = key()
+
+
+@dataclass
+class Config:
+    """The resolved configuration of a run, one attribute per section."""
+
+    data: Data
+    model: Model
+    train: Train
+    evaluate: Evaluate
+    export: Export
+    quantize: Quantize
+    prepare: Prepare
+    audit: Audit
+    crosscheck: Crosscheck
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {field.name: hints[field.name] for field in dataclasses.fields(Config)}
+
+
+def schema() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Every key as 'section.key' -> (its type, its allowed values)."""
+    keys = {}
+    for section, cls in section_classes().items():
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            keys[f"{section}.{field.name}"] = (hints[field.name], dict(field.metadata))
+    return keys
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Give a stage script the shared `--config FILE` option and `section.key=value` overrides."""
-    parser.add_argument("--config", type=Path, help="YAML file whose keys override the project's config.yaml")
+    """Give a command the shared `--config FILE` option and `section.key=value` overrides."""
+    parser.add_argument("--config", type=Path, help="YAML file whose keys override the defaults of config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides, values parsed as YAML (e.g. train.epochs=5)")
 
 
-def load_config(config_file: Path | None = None, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Return the resolved, validated config as a nested dict."""
-    defaults = read_yaml(DEFAULT_CONFIG)
-    cfg = copy.deepcopy(defaults)
+def load_config(config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The defaults, then `config_file`'s keys, then the overrides; validated."""
+    keys = schema()
+    values = {dotted: value for dotted, value in flatten(read_yaml(DEFAULT_CONFIG)).items()}
+    if set(values) != set(keys):  # the package's own files disagree: a bug, not a user's mistake
+        raise RuntimeError(f"{DEFAULT_CONFIG} and the config schema differ: {sorted(set(values) ^ set(keys))}")
     if config_file is not None:
-        for section, values in read_yaml(config_file).items():
-            if not isinstance(values, dict):
+        for section, entries in read_yaml(config_file).items():
+            if not isinstance(entries, dict):
                 raise ConfigError(f"{config_file}: section '{section}' must be a mapping of keys to values")
-            for key, value in values.items():
-                set_key(cfg, defaults, f"{section}.{key}", value, source=str(config_file))
+            for name, value in entries.items():
+                values[f"{section}.{name}"] = checked(keys, f"{section}.{name}", value, source=str(config_file))
     for item in overrides or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
+        dotted, sep, text = item.partition("=")
+        if not sep or not dotted:
             raise ConfigError(f"override '{item}' is not of the form section.key=value")
         try:
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError:
             value = text  # an unparsable value is taken as a string and then type-checked
-        set_key(cfg, defaults, key.strip(), value, source="command line")
-    validate(cfg)
-    return cfg
+        values[dotted.strip()] = checked(keys, dotted.strip(), value, source="command line")
+    for dotted, value in values.items():
+        validate(dotted, value, keys[dotted][1])
+    return build(values)
+
+
+def flatten(nested: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{name}": value for section, entries in nested.items() for name, value in entries.items()}
+
+
+def build(values: dict[str, Any]) -> Config:
+    sections: dict[str, dict[str, Any]] = {}
+    for dotted, value in values.items():
+        section, _, name = dotted.partition(".")
+        sections.setdefault(section, {})[name] = copy.deepcopy(value)
+    return Config(**{name: cls(**sections[name]) for name, cls in section_classes().items()})
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -133,77 +259,47 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def all_keys(defaults: dict[str, dict[str, Any]]) -> list[str]:
-    return [f"{section}.{key}" for section, values in defaults.items() for key in values]
-
-
-def set_key(cfg: dict, defaults: dict, dotted: str, value: Any, source: str) -> None:
-    """Set one `section.key`, refusing unknown keys (with the closest valid one) and wrong types."""
-    section, _, key = dotted.partition(".")
-    if section not in defaults or key not in defaults[section]:
-        close = difflib.get_close_matches(dotted, all_keys(defaults), n=1, cutoff=0.5)
+def checked(keys: dict[str, tuple[Any, dict[str, Any]]], dotted: str, value: Any, source: str) -> Any:
+    """`value` for one `section.key`, refusing unknown keys (with the closest valid one) and wrong types."""
+    if dotted not in keys:
+        close = difflib.get_close_matches(dotted, list(keys), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"unknown config key '{dotted}' ({source}){hint}")
-    cfg[section][key] = coerce(dotted, value, defaults[section][key])
+    return coerce(dotted, value, keys[dotted][0])
 
 
-def coerce(dotted: str, value: Any, default: Any) -> Any:
-    """Check `value` against the type of the key's default; ints are accepted for float keys."""
-    expected = type(default)
-    if expected is bool:
+def coerce(dotted: str, value: Any, expected: Any) -> Any:
+    """Check `value` against the key's type; ints are accepted for float keys."""
+    kind = typing.get_origin(expected) or expected
+    if kind is bool:
         ok = isinstance(value, bool)
-    elif expected is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif expected is float:
+    elif kind is int:
+        ok = is_int(value)
+    elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-    elif expected is list:
+    elif kind is list:
         ok = isinstance(value, list)
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"config key '{dotted}' must be {expected.__name__}, got {value!r}")
+        raise ConfigError(f"config key '{dotted}' must be {kind.__name__}, got {value!r}")
     return value
 
 
-def validate(cfg: dict[str, dict[str, Any]]) -> None:
-    """Check choices, ranges and the keys that need more than a type."""
-    for dotted, choices in CHOICES.items():
-        value = get(cfg, dotted)
-        if value not in choices:
-            raise ConfigError(f"config key '{dotted}' must be one of {', '.join(map(str, choices))}, got {value!r}")
-    for dotted, (low, high) in RANGES.items():
-        value = get(cfg, dotted)
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ConfigError(f"config key '{dotted}' must be {bounds}, got {value!r}")
-    classes = cfg["data"]["classes"]
-    if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
-        raise ConfigError("config key 'data.classes' must list at least two class names")
-    if len(set(classes)) != len(classes):
-        raise ConfigError("config key 'data.classes' lists a class twice")
-    seeds = cfg["crosscheck"]["seeds"]
-    if not seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
-        raise ConfigError(f"config key 'crosscheck.seeds' must list at least one integer seed, got {seeds!r}")
-    few_shot = cfg["crosscheck"]["few_shot"]
-    positive = all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in few_shot)
-    if not positive or len(set(few_shot)) < len(few_shot):
-        raise ConfigError(f"config key 'crosscheck.few_shot' must list distinct positive integers (images per class), "
-                          f"got {few_shot!r}")
-    splits = cfg["audit"]["splits"]
-    if not splits or len(set(splits)) < len(splits) or not all(s in ("train", "val", "test") for s in splits):
-        raise ConfigError(f"config key 'audit.splits' must list distinct splits among train, val, test, got {splits!r}")
-    ratios = cfg["prepare"]["ratios"]
-    if len(ratios) != 3 or not all(isinstance(r, int) and r >= 0 for r in ratios) or sum(ratios) != 100:
-        raise ConfigError(f"config key 'prepare.ratios' must be three whole percentages summing to 100, got {ratios!r}")
+def validate(dotted: str, value: Any, rules: dict[str, Any]) -> None:
+    """Check a key's choices, range or own rule."""
+    choices, low, high = rules["choices"], rules["low"], rules["high"]
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{dotted}' must be one of {', '.join(map(str, choices))}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"config key '{dotted}' must be {bounds}, got {value!r}")
+    if rules["check"] is not None:
+        rules["check"](dotted, value)
 
 
-def get(cfg: dict[str, dict[str, Any]], dotted: str) -> Any:
-    section, _, key = dotted.partition(".")
-    return cfg[section][key]
-
-
-def save_resolved(cfg: dict[str, dict[str, Any]], path: Path) -> Path:
+def save_resolved(cfg: Config, path: Path) -> Path:
     """Write the resolved config beside an output, so a run can be repeated exactly."""
-    write_text_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return path

@@ -39,7 +39,7 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """10 classes x 10 synthetic images (6/2/2) at the tiny size, made by the project's own generator."""
-    from semdefect.synth import generate_dataset
+    from semdefect.synth.generator import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny") / "data"
     generate_dataset(root, per_class=10, size=TINY_SIZE, seed=7, split=(60, 20, 20), difficulty=0.3)

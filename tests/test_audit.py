@@ -3,11 +3,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY_SIZE, assert_one_line_error
 
 import audit_labels
-from conftest import TINY_SIZE, assert_one_line_error
-from semdefect.audit import Verdict, assign_folds, flag_suspects
-from semdefect.prepare import ImageFile
+from semdefect.data.splits import ImageFile
+from semdefect.studies.audit import Verdict, assign_folds, flag_suspects
 
 
 def test_folds_keep_near_duplicates_and_copies_together_and_spread_each_class(tmp_path):

@@ -1,15 +1,23 @@
+import copy
 import json
 import os
 from pathlib import Path
 
 import pytest
+from conftest import TINY_SIZE
 
 import crosscheck
-import semdefect.training
-from conftest import TINY_SIZE
+import semdefect.training.train as training
+from semdefect.board.files import write_json_atomic
 from semdefect.config import load_config
-from semdefect.crosscheck import finished_run, make_view, protocol_rows, run_settings, source_lookup, view_fingerprint
-from semdefect.files import write_json_atomic
+from semdefect.studies.crosscheck import (
+    finished_run,
+    make_view,
+    protocol_rows,
+    run_settings,
+    source_lookup,
+    view_fingerprint,
+)
 
 
 def two_source_copy(tiny_dataset, root):
@@ -64,11 +72,11 @@ def counting_training(monkeypatch):
     trained = []
 
     def train(cfg):
-        trained.append(Path(cfg["train"]["output"]).parent.parent.name)
+        trained.append(Path(cfg.train.output).parent.parent.name)
         return real_train(cfg)
 
-    real_train = semdefect.training.train
-    monkeypatch.setattr(semdefect.training, "train", train)
+    real_train = training.train
+    monkeypatch.setattr(training, "train", train)
     return trained
 
 
@@ -117,12 +125,12 @@ def test_a_run_is_kept_only_with_the_same_settings(tmp_path):
     write_json_atomic(tmp_path / "run.json", settings)
     assert finished_run(tmp_path, settings) == {"accuracy": 0.5}
     assert finished_run(tmp_path, run_settings(cfg, images="abd")) is None
-    cfg["train"]["epochs"] += 1
+    cfg.train.epochs += 1
     assert finished_run(tmp_path, run_settings(cfg, images="abc")) is None
-    cfg["train"]["epochs"] -= 1
-    cfg["crosscheck"]["few_shot"] = [5]  # the protocol's own keys do not change a run
+    cfg.train.epochs -= 1
+    cfg.crosscheck.few_shot = [5]  # the protocol's own keys do not change a run
     assert finished_run(tmp_path, run_settings(cfg, images="abc")) == {"accuracy": 0.5}
-    cfg["data"]["root"], cfg["train"]["output"] = "moved/view", "moved/model.keras"  # nor where its files are
+    cfg.data.root, cfg.train.output = "moved/view", "moved/model.keras"  # nor where its files are
     assert finished_run(tmp_path, run_settings(cfg, images="abc")) == {"accuracy": 0.5}
 
 
@@ -137,8 +145,9 @@ def test_a_run_is_kept_only_on_the_same_images(tiny_dataset, tmp_path):
     os.utime(image, (0, 0))  # a copy or restore gives files new times: the same images
     assert view_fingerprint(view) == before
     moved = data.rename(tmp_path / "moved")  # and a dataset moved elsewhere keeps its runs
-    assert view_fingerprint(make_view(cfg | {"data": cfg["data"] | {"root": str(moved)}}, row,
-                                      source_lookup(cfg), view, {"Bridge", "via"})[0]) == before
+    moved_cfg = copy.deepcopy(cfg)
+    moved_cfg.data.root = str(moved)
+    assert view_fingerprint(make_view(moved_cfg, row, source_lookup(cfg), view, {"Bridge", "via"})[0]) == before
     moved.rename(data)
     make_view(cfg, row, source_lookup(cfg), view, {"Bridge", "via"})  # the view on the data again
     image.write_bytes(image.read_bytes() + b"\0")  # same name, other content

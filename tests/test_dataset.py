@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semdefect.dataset import list_labelled_files, load_split, resolve_eval_folder
-from semdefect.errors import DatasetError
-from semdefect.images import Preprocess
+from semdefect.board.errors import DatasetError
+from semdefect.board.images import Preprocess
+from semdefect.data.dataset import list_labelled_files, load_split, resolve_eval_folder
 
 CLASSES = ["a", "b", "c"]
 PREP = Preprocess(image_size=32)
@@ -38,7 +38,7 @@ def test_missing_and_empty_classes_warn(tmp_path, caplog):
 def test_unknown_class_folder_is_an_error_listing_the_expected_ones(tmp_path):
     make(tmp_path, "train", "a", 1)
     make(tmp_path, "train", "dog", 1)
-    with pytest.raises(DatasetError, match="dog.*a, b, c"):
+    with pytest.raises(DatasetError, match=r"dog.*a, b, c"):
         list_labelled_files(tmp_path / "train", CLASSES)
 
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from semdefect.files import atomic_path, find_images, write_text_atomic
+from semdefect.board.files import atomic_path, find_images, write_text_atomic
 
 
 def touch(path):
@@ -38,9 +38,8 @@ def test_symlink_loop_ends(tmp_path):
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "out.txt"
     write_text_atomic(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]  # no temporary left behind

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from semdefect.metrics import compute_metrics, format_table, write_reports
+from semdefect.evaluation.metrics import compute_metrics, format_table, write_reports
 
 CONTRACT_KEYS = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
                  "f1_weighted", "n_images", "class_names", "confusion_matrix", "per_class", "model", "data"}

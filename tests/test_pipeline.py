@@ -6,17 +6,17 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_one_line_error, run_script
 
 import evaluate_model
 import export_onnx
 import infer_onnx
 import quantize_onnx
 import train_model
-from conftest import assert_one_line_error, run_script
 from semdefect import CLASS_NAMES
-from semdefect.errors import ConfigError
-from semdefect.images import load_image
-from semdefect.onnx_tools import TTA_VIEWS, AveragedViews, OnnxClassifier, dihedral_views
+from semdefect.board.errors import ConfigError
+from semdefect.board.images import load_image
+from semdefect.board.runtime import OnnxClassifier
 
 METADATA_KEYS = {"class_names", "image_size", "channels", "preprocess", "semdefect_version"}
 
@@ -31,58 +31,59 @@ def test_training_writes_the_model_and_its_records(trained):
     assert not list(out.glob("**/*.tmp*"))  # nothing half-written left behind
 
 
-def test_saved_model_has_no_optimizer_state_and_carries_its_facts(trained):
+def test_saved_model_has_no_optimizer_state_and_carries_its_metadata(trained):
+    import io
     import zipfile
 
     import h5py
-    import io
 
-    from semdefect.model import load_model
+    from semdefect.training.model import load_model
 
-    model, facts = load_model(trained["keras"])
+    model, metadata = load_model(trained["keras"])
     with zipfile.ZipFile(trained["keras"]) as archive:
         weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
         assert "optimizer" not in weights  # deployable file: no Adam moments
-    assert getattr(model, "optimizer", None) is None and json.loads(facts["class_names"]) == list(CLASS_NAMES)
+    assert getattr(model, "optimizer", None) is None and metadata.class_names == list(CLASS_NAMES)
 
 
 def test_reference_preset_builds_the_reference_model_exactly():
     from conftest import ROOT
+
     from semdefect.config import load_config
-    from semdefect.model import build_from_config
+    from semdefect.training.model import build_from_config
 
     cfg = load_config(ROOT / "configs" / "reference.yaml")
     model = build_from_config(cfg)
     assert [layer.name for layer in model.layers] == ["image", "conv16", "pool16", "conv32", "pool32", "conv64",
                                                       "pool64", "flatten", "dense128", "probabilities"]
     assert [layer.kernel_size for layer in model.layers if hasattr(layer, "kernel_size")] == [(3, 3)] * 3
-    assert (cfg["train"]["epochs"], cfg["train"]["batch_size"], cfg["train"]["learning_rate"]) == (25, 16, 0.001)
-    assert not cfg["train"]["augment"] and cfg["train"]["lr_schedule"] == "constant"
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (25, 16, 0.001)
+    assert not cfg.train.augment and cfg.train.lr_schedule == "constant"
 
 
 def test_reference_model_has_the_documented_size_at_128():
-    from semdefect.model import build_model
+    from semdefect.training.model import build_model
 
     assert build_model(10, 128, "flatten").count_params() == 1_630_346  # 23,296 conv + 1,605,760 dense + 1,290 output
     assert build_model(10, 128, "gap").count_params() < 40_000
 
 
 def test_more_blocks_double_the_filters_and_halve_the_map():
-    from semdefect.model import build_model
+    from semdefect.training.model import build_model
 
     model = build_model(10, 128, "gmp", width=2.0, batchnorm=True, blocks=4)
     convs = [layer for layer in model.layers if layer.name.startswith("conv")]
     assert [layer.filters for layer in convs] == [32, 64, 128, 256]
     assert model.get_layer("pool256").output.shape[1:3] == (6, 6)  # 128 -> 126 -> 63 -> ... -> 12 -> 6
-    with pytest.raises(ConfigError, match="data.image_size=32 is too small for model.blocks=5"):
+    with pytest.raises(ConfigError, match=r"data\.image_size=32 is too small for model\.blocks=5"):
         build_model(10, 32, "gmp", blocks=5)
 
 
-def test_onnx_models_carry_their_facts(trained):
+def test_onnx_models_carry_their_metadata(trained):
     for key in ("onnx", "int8"):
         proto = onnx.load(str(trained[key]))
         meta = {p.key: p.value for p in proto.metadata_props}
-        assert METADATA_KEYS <= set(meta) and json.loads(meta["class_names"]) == list(CLASS_NAMES)
+        assert set(meta) >= METADATA_KEYS and json.loads(meta["class_names"]) == list(CLASS_NAMES)
         assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert {n.op_type for n in onnx.load(str(trained["int8"])).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
     assert trained["int8"].stat().st_size < 0.6 * trained["onnx"].stat().st_size  # float first block and head: 0.55x
@@ -111,8 +112,9 @@ def test_int8_keeps_the_ends_in_float_and_quantizes_the_middle(trained):
 
 def test_float_first_block_can_be_switched_off(trained, tmp_path):
     out = tmp_path / "all.int8.onnx"
-    assert quantize_onnx.main(["--model", str(trained["onnx"]), "--output", str(out), "quantize.float_first_block=false",
-                               "quantize.float_head=false", "quantize.max_accuracy_drop=100", *trained["overrides"]]) == 0
+    assert quantize_onnx.main(["--model", str(trained["onnx"]), "--output", str(out),
+                               "quantize.float_first_block=false", "quantize.float_head=false",
+                               "quantize.max_accuracy_drop=100", *trained["overrides"]]) == 0
     nodes = onnx.load(str(out)).graph.node
     producer = {output: node for node in nodes for output in node.output}
     assert all(producer[c.input[0]].op_type == "DequantizeLinear" for c in nodes if c.op_type == "Conv")
@@ -120,19 +122,18 @@ def test_float_first_block_can_be_switched_off(trained, tmp_path):
 
 def test_training_and_board_paths_feed_identical_arrays(trained):
     """The array Keras trains on and the array the board's session gets for the same file are equal."""
+    from semdefect.board.inference import classify
     from semdefect.config import load_config
-    from semdefect.dataset import load_split
-    from semdefect.images import Preprocess
-    from semdefect.inference import classify
+    from semdefect.data.dataset import load_split
 
     cfg = load_config(None, trained["overrides"])
-    train_set = load_split(trained["data"], "train", cfg["data"]["classes"], Preprocess.from_config(cfg))
+    train_set = load_split(trained["data"], "train", cfg.data.classes, cfg.data.preprocess())
     board = OnnxClassifier(trained["onnx"])
     seen = []
     original = board.predict
     board.predict = lambda batch: (seen.append(batch.copy()), original(batch))[1]
     list(classify(board, train_set.paths[:5], batch_size=5))
-    assert board.prep == Preprocess.from_config(cfg)
+    assert board.prep == cfg.data.preprocess()
     np.testing.assert_array_equal(seen[0], train_set.x[:5])
 
 
@@ -201,35 +202,9 @@ def test_infer_json_output_and_exit_0_when_all_succeed(trained, tmp_path, capsys
     code = infer_onnx.main(["--model", str(trained["onnx"]), str(trained["data"] / "test"), "--output", str(out)])
     rows = json.loads(out.read_text())
     assert code == 0 and len(rows) == 20 and all(r["status"] == "ok" and len(r["top3"]) == 3 for r in rows)
-    direct = OnnxClassifier(trained["onnx"]).predict(load_image(rows[0]["path"], OnnxClassifier(trained["onnx"]).prep)[None])
-    assert rows[0]["confidence"] == pytest.approx(float(direct.max()), abs=1e-6)
-
-
-def test_tta_views_are_the_rotations_and_mirror_images():
-    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
-    for views in TTA_VIEWS:
-        seen = dihedral_views(image, views)
-        assert len(seen) == views and len({v.tobytes() for v in seen}) == views
-        np.testing.assert_array_equal(seen[0], image)
-    assert {v.tobytes() for v in dihedral_views(image, 8)} == {
-        np.rot90(m, k, axes=(1, 2)).tobytes() for m in (image, image[:, :, ::-1]) for k in range(4)}
-
-
-def test_tta_averages_the_probabilities_of_the_views(trained, tmp_path):
     model = OnnxClassifier(trained["onnx"])
-    x = np.stack([load_image(p, model.prep) for p in sorted((trained["data"] / "test").rglob("*.png"))[:4]])
-    expected = np.mean([model.predict(view) for view in dihedral_views(x, 4)], axis=0)
-    np.testing.assert_allclose(AveragedViews(model, 4).predict(x), expected, atol=1e-6)
-    out = tmp_path / "rows.json"
-    assert infer_onnx.main(["--model", str(trained["onnx"]), "--tta", "4", str(trained["data"] / "test"),
-                            "--output", str(out), "--quiet"]) == 0
-    first = json.loads(out.read_text())[0]
-    single = model.predict(load_image(first["path"], model.prep)[None])
-    averaged = AveragedViews(model, 4).predict(load_image(first["path"], model.prep)[None])
-    assert first["confidence"] == pytest.approx(float(averaged.max()), abs=1e-6)
-    assert not np.allclose(single, averaged)
-    assert evaluate_model.main(["--model", str(trained["onnx"]), "--out", str(tmp_path / "e"), "evaluate.tta=2",
-                                *trained["overrides"]]) == 0
+    direct = model.predict(load_image(rows[0]["path"], model.prep)[None])
+    assert rows[0]["confidence"] == pytest.approx(float(direct.max()), abs=1e-6)
 
 
 def test_infer_imports_no_training_stack(trained):

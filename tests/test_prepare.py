@@ -7,13 +7,19 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REAL_DATA, assert_one_line_error, real_images, run_script
 from PIL import Image, ImageDraw
 
 import prepare_dataset
-from conftest import REAL_DATA, assert_one_line_error, real_images, run_script
-from semdefect.duplicates import (DuplicateSettings, blur_matrix, detect_data_bar, find_near_duplicates, fingerprint,
-                                  tile_agreement)
-from semdefect.images import read_gray
+from semdefect.board.images import read_gray
+from semdefect.data.duplicates import (
+    DuplicateSettings,
+    blur_matrix,
+    detect_data_bar,
+    find_near_duplicates,
+    fingerprint,
+    tile_agreement,
+)
 
 KINDS = ("resize", "crop", "jpeg", "contrast", "noise")
 
@@ -148,7 +154,7 @@ def test_distinct_generated_images_of_one_class_are_clean(tmp_path):
     """Thirty different pictures of one kind of scene (same class, same generator) in all three splits."""
     rng = np.random.default_rng(11)
     try:
-        from semdefect.synth import generate_image, image_rng
+        from semdefect.synth.generator import generate_image, image_rng
 
         images = [generate_image("Bridge", image_rng(5, 0, i), 96, 0.3)[0] for i in range(30)]
     except ImportError:  # the generator is another module's job; random scenes test the same thing
@@ -161,7 +167,7 @@ def test_distinct_generated_images_of_one_class_are_clean(tmp_path):
     assert data["leaks"] == [] and data["near_duplicates_within_splits"] == []
 
 
-def test_check_reports_corrupt_unexpected_unusual_and_exact(tmp_path, capsys):
+def test_check_reports_corrupt_unexpected_unusual_and_exact(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(2)
     for i in range(8):
         save(random_scene(rng), tmp_path / ("train" if i < 5 else "test") / "a" / f"{i}.png")
@@ -172,8 +178,9 @@ def test_check_reports_corrupt_unexpected_unusual_and_exact(tmp_path, capsys):
     (tmp_path / "test" / "a" / "same.png").write_bytes((tmp_path / "train" / "a" / "1.png").read_bytes())
     Image.fromarray(to_uint8(random_scene(rng))).save(tmp_path / "test" / "a" / "really_jpeg.png", format="JPEG")
     report = tmp_path.parent / f"{tmp_path.name}.json"
-    # one colour image in eleven: rare at 20 % (the default 2 % is for sets of hundreds)
-    assert prepare_dataset.main(["check", str(tmp_path), "--report", str(report), "prepare.rare_fraction=0.2"]) == 1
+    # one colour image in eleven: rare at 20 % (the 2 % of RARE_FRACTION is for sets of hundreds)
+    monkeypatch.setattr("semdefect.data.splits.RARE_FRACTION", 0.2)
+    assert prepare_dataset.main(["check", str(tmp_path), "--report", str(report)]) == 1
     data = json.loads(report.read_text())
     assert [e["path"].rsplit("/", 1)[1] for e in data["unreadable"]] == ["broken.png"]
     assert {"/".join(e["path"].split("/")[-2:]) for e in data["unexpected_files"]} == {"a/notes.txt", "train/stray.png"}
@@ -278,7 +285,7 @@ def test_bad_usage_is_one_error_line(flat, tmp_path, capsys):
         (["check", str(tmp_path / "nowhere")], "does not exist"),
         (["check", str(flat["root"])], "no split folder"),
         (["check", str(flat["root"]), "prepare.data_bar=maybe"], "prepare.data_bar"),
-        (["check", str(flat["root"]), "prepare.match_treshold=0.9"], "prepare.match_threshold"),
+        (["check", str(flat["root"]), "prepare.data_bar_row=3"], "prepare.data_bar_rows"),
     ]
     for argv, fragment in cases:
         assert prepare_dataset.main(argv) == 2, argv
@@ -313,7 +320,7 @@ def test_data_bar_is_found_and_cut_so_a_copy_without_it_still_matches(tmp_path):
             rows = size // 8
             assert abs(detect_data_bar(with_bar(scene, rows, dark, rng)) - rows) <= 1
     try:
-        from semdefect.synth import generate_image, image_rng
+        from semdefect.synth.generator import generate_image, image_rng
 
         made = [generate_image(name, image_rng(1, 0, i), 128, 0.5) for i in range(40) for name in ("cmp", "via")]
         for image, info in made:

@@ -11,14 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from badfiles import CASES, can_make_unreadable, write_case
+from conftest import ROOT, TINY_SIZE, assert_one_line_error
 
 import evaluate_model
 import infer_onnx
 import train_model
-from badfiles import CASES, can_make_unreadable, write_case
-from conftest import ROOT, TINY_SIZE, assert_one_line_error, run_script
-from semdefect.model import load_model
-
+from semdefect.training.model import load_model
 
 # --- the bad-input matrix, one test per case --------------------------------------------------------------
 
@@ -44,7 +43,8 @@ def test_evaluate_skips_a_bad_file_naming_it(trained, tmp_path, case, capsys):
     data = tmp_path / "data"
     shutil.copytree(trained["data"] / "test", data / "test")
     path = write_case(data / "test" / "crack", case)
-    assert evaluate_model.main(["--model", str(trained["onnx"]), "--data", str(data), "--out", str(tmp_path / "e")]) == 0
+    out = tmp_path / "e"
+    assert evaluate_model.main(["--model", str(trained["onnx"]), "--data", str(data), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
@@ -121,8 +121,8 @@ def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(trained, tmp_p
     process.wait(timeout=60)
     assert process.returncode != 0 and not (out / "m.keras").exists()
     for name in ("last.keras", "best.keras"):
-        model, facts = load_model(out / "checkpoints" / name)
-        assert model.count_params() > 0 and "class_names" in facts
+        model, metadata = load_model(out / "checkpoints" / name)
+        assert model.count_params() > 0 and metadata.class_names
     done = json.loads(state.read_text())["epoch"]
     assert train_model.main(args[:2] + ["train.epochs=" + str(done + 1), "train.resume=true", *args[4:]]) == 0
     history = json.loads((out / "m.history.json").read_text())["history"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import semdefect.synth.generator as synth
 from semdefect import CLASS_NAMES
-from semdefect import synth
-from semdefect.synth import _dilate, generate_image, image_rng, main, split_counts
+from semdefect.commands.generate_images import main
+from semdefect.synth.generator import _dilate, generate_image, image_rng, split_counts
 
 DEFECT_CLASSES = [c for c in CLASS_NAMES if c != "clean"]
 SEEDS = range(6)
@@ -55,14 +54,13 @@ def test_split_counts_exact_and_close_to_ratios(n, a, b):
 # --- command line: layout, determinism, refusals ------------------------------------------------------
 
 
-def test_cli_split_layout_and_counts(tmp_path, caplog):
-    caplog.set_level(logging.INFO)
+def test_cli_split_layout_and_counts(tmp_path, capsys):
     out = tmp_path / "ds"
     sheet = tmp_path / "docs" / "sheet.png"
     assert main(["--out", str(out), "--per-class", "20", "--size", "48", "--split", "70,15,15",
                  "--contact-sheet", str(sheet)]) == 0
     for split, n in zip(("train", "val", "test"), (14, 3, 3)):
-        for ci, name in enumerate(CLASS_NAMES):
+        for name in CLASS_NAMES:
             files = sorted((out / split / name).iterdir())
             assert len(files) == n, (split, name)
             assert all(f.name.startswith(f"synth_{name}_") and f.suffix == ".png" for f in files)
@@ -72,7 +70,7 @@ def test_cli_split_layout_and_counts(tmp_path, caplog):
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     with Image.open(sheet) as im:
         assert im.mode == "L" and im.height > len(CLASS_NAMES) * 48
-    assert "wrote 200 images" in caplog.text  # the closing summary counts what was written
+    assert "wrote 200 images" in capsys.readouterr().err  # the closing summary counts what was written
 
 
 def test_cli_without_split_writes_class_folders(tmp_path):

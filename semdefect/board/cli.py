@@ -1,7 +1,11 @@
-"""What every stage script shares: logging set-up and turning the project's errors into exit code 2."""
+"""The command-line skeleton every command shares: its parser, logging, and the project's errors as exit code 2.
+
+Board side (standard library only), so that the board's command and the workstation's commands stand on one skeleton.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -10,6 +14,11 @@ from collections.abc import Callable
 from .errors import SemdefectError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def command_parser(doc: str) -> argparse.ArgumentParser:
+    """A command's parser, described by the first paragraph of the command module's docstring."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, ImageError
-from .files import IMAGE_EXTENSIONS, is_image_name
-from .images import Preprocess, load_image
+from semdefect.board.errors import DatasetError, ImageError
+from semdefect.board.files import IMAGE_EXTENSIONS, is_image_name
+from semdefect.board.images import Preprocess, load_image
 
 log = logging.getLogger(__name__)
 

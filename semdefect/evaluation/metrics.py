@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .files import atomic_path, write_json_atomic, write_text_atomic
+from semdefect.board.files import atomic_path, write_json_atomic, write_text_atomic
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict:

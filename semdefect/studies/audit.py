@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import logging
 import shutil
@@ -31,13 +32,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .crosscheck import source_lookup
-from .dataset import SPLITS
-from .duplicates import DuplicateSettings
-from .errors import DatasetError
-from .files import atomic_path, write_json_atomic, write_text_atomic
-from .prepare import (ImageFile, assign_splits, duplicate_groups, exact_groups, near_duplicates, read_layout,
-                      scan_files)
+from semdefect.board.errors import DatasetError
+from semdefect.board.files import atomic_path, write_json_atomic, write_text_atomic
+from semdefect.config import Config
+from semdefect.data.dataset import SPLITS
+from semdefect.data.duplicates import DuplicateSettings
+from semdefect.data.splits import (
+    ImageFile,
+    assign_splits,
+    duplicate_groups,
+    exact_groups,
+    near_duplicates,
+    read_layout,
+    scan_files,
+)
+from semdefect.studies.crosscheck import source_lookup
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +64,21 @@ class Verdict:
     source: str = ""            # from the file name's prefix or the manifest; "" when it has none
 
 
-def audit_dataset(cfg: dict) -> dict:
+def audit_dataset(cfg: Config) -> dict:
     """Out-of-fold predictions for the images of `audit.splits` of `data.root`; writes and returns the report."""
-    root, acfg, classes = Path(cfg["data"]["root"]), cfg["audit"], cfg["data"]["classes"]
-    files = audited_files(root, acfg["splits"], classes)
-    settings = DuplicateSettings.from_config(cfg)
-    scan_files(files, settings, cfg["data"]["max_image_pixels"])
+    root, acfg, classes = Path(cfg.data.root), cfg.audit, cfg.data.classes
+    files = audited_files(root, acfg.splits, classes)
+    settings = DuplicateSettings.from_config(cfg.prepare)
+    scan_files(files, settings, cfg.data.max_image_pixels)
     unreadable = [f for f in files if f.error]
     files = [f for f in files if not f.error]
-    folds = assign_folds(files, near_duplicates(files, settings), acfg["folds"], acfg["seed"])
-    if len(set(folds)) < acfg["folds"]:
+    folds = assign_folds(files, near_duplicates(files, settings), acfg.folds, acfg.seed)
+    if len(set(folds)) < acfg.folds:
         raise DatasetError(f"{root}: {len(files)} readable images (near-duplicates count as one) cannot fill "
-                           f"audit.folds={acfg['folds']} folds; use fewer folds")
-    out = Path(acfg["out"])
+                           f"audit.folds={acfg.folds} folds; use fewer folds")
+    out = Path(acfg.out)
     verdicts = []
-    for fold in range(acfg["folds"]):
+    for fold in range(acfg.folds):
         scored, skipped = score_fold(cfg, files, folds, fold, out / "folds" / f"fold{fold}")
         verdicts += scored
         unreadable += skipped
@@ -78,7 +87,7 @@ def audit_dataset(cfg: dict) -> dict:
     for v in verdicts:
         v.source = source_of(root / v.name) or ""
     report = summarise(verdicts, thresholds, classes, unreadable, audited_scope(files), cfg)
-    write_outputs(out, report, verdicts, root, classes, acfg["sheet"])
+    write_outputs(out, report, verdicts, root, classes, acfg.sheet)
     return report
 
 
@@ -108,16 +117,16 @@ def assign_folds(files: list[ImageFile], pairs: list[tuple[int, int, float]], k:
     return [int(fold) for fold in assign_splits([f.label for f in files], groups, [100 / k] * k, seed, names)]
 
 
-def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
+def score_fold(cfg: Config, files: list[ImageFile], folds: list[int], fold: int,
                folder: Path) -> tuple[list[Verdict], list[ImageFile]]:
     """Train on every fold but `fold` (the next one as the val split); score `fold`'s images. Returns the
     verdicts and the fold's images the model could not read (named in the report, not lost)."""
     import keras
 
-    from .evaluation import load_classifier, load_eval_data, predict_probabilities
-    from .training import train
+    from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_probabilities
+    from semdefect.training.train import train
 
-    k = cfg["audit"]["folds"]
+    k = cfg.audit.folds
     role = {fold: "test", (fold + 1) % k: "val"}
     shutil.rmtree(folder / "view", ignore_errors=True)  # links of an earlier audit into the same folder
     for i, f in enumerate(files):
@@ -126,8 +135,9 @@ def score_fold(cfg: dict, files: list[ImageFile], folds: list[int], fold: int,
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(f.path.resolve())
     run_cfg = copy.deepcopy(cfg)
-    run_cfg["data"]["root"] = str(folder / "view")
-    run_cfg["train"].update(output=str(folder / "model.keras"), resume=False, tensorboard=False)
+    run_cfg.data.root = str(folder / "view")
+    run_cfg.train = dataclasses.replace(run_cfg.train, output=str(folder / "model.keras"), resume=False,
+                                        tensorboard=False)
     keras.backend.clear_session()
     log.info("audit fold %d of %d: training on %d images", fold + 1, k,
              sum(1 for f in folds if f not in role))
@@ -174,12 +184,12 @@ def margin(v: Verdict, classes: list[str]) -> float:
 
 
 def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: list[str],
-              unreadable: list[ImageFile], scope: list[str], cfg: dict) -> dict:
+              unreadable: list[ImageFile], scope: list[str], cfg: Config) -> dict:
     suspects = sorted((v for v in verdicts if v.suspect), key=lambda v: -margin(v, classes))
     return {
-        "dataset": cfg["data"]["root"],
+        "dataset": cfg.data.root,
         "splits": scope,
-        "folds": cfg["audit"]["folds"],
+        "folds": cfg.audit.folds,
         "images": len(verdicts),
         "out_of_fold_accuracy": float(np.mean([v.predicted == v.label for v in verdicts])) if verdicts else 0.0,
         "suspects": len(suspects),

@@ -1,7 +1,7 @@
 """Benchmark the Keras, FP32 ONNX and INT8 ONNX models of one training run, side by side.
 
-    python -m semdefect.bench [--keras M.keras] [--fp32 M.onnx] [--int8 M.int8.onnx] [--images DIR] [--test DIR]
-                              [--json OUT]
+    python benchmarks/bench_models.py [--keras M.keras] [--fp32 M.onnx] [--int8 M.int8.onnx] [--images DIR]
+                                      [--test DIR] [--json OUT]
 
 Measures, in one process and interleaved round by round so that machine noise hits every model alike:
 latency at batch 1 (p50/p95) with 1 and 2 threads, throughput at batch 64, file size, cold start (load + first
@@ -12,7 +12,6 @@ times depend on the machine; the INT8/FP32 ratios are what to compare.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -22,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import print_summary, run_stage, setup_logging
-from .errors import SemdefectError
-from .files import find_images, write_json_atomic
+from semdefect.board.errors import SemdefectError
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +45,14 @@ def interleaved(runners: dict[str, callable], rounds: int, warmup: int = 10) -> 
 
 
 def onnx_runner(path: Path, threads: int, batch: np.ndarray):
-    from .onnx_tools import OnnxClassifier
+    from semdefect.board.runtime import OnnxClassifier
 
     classifier = OnnxClassifier(path, threads=threads)
     return lambda: classifier.predict(batch)
 
 
 def keras_runner(path: Path, batch: np.ndarray):
-    from .model import KerasClassifier
+    from semdefect.training.model import KerasClassifier
 
     classifier = KerasClassifier(path)
     return lambda: classifier.predict(batch)
@@ -65,11 +62,11 @@ def cold_start(kind: str, path: Path, image: np.ndarray) -> float:
     """Seconds from nothing loaded to the first probabilities, in a fresh process (imports included)."""
     import subprocess
 
-    loader = ("from semdefect.model import KerasClassifier as C" if kind == "keras"
-              else "from semdefect.onnx_tools import OnnxClassifier as C")
+    loader = ("from semdefect.training.model import KerasClassifier as C" if kind == "keras"
+              else "from semdefect.board.runtime import OnnxClassifier as C")
     code = (f"import time; t=time.perf_counter(); import numpy as np; {loader}; c=C({str(path)!r}); "
             f"c.predict(np.zeros({(1, *image.shape)}, np.float32)); print(time.perf_counter()-t)")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SemdefectError(f"cold start of {path} failed: {result.stderr.strip().splitlines()[-1]}")
@@ -79,8 +76,8 @@ def cold_start(kind: str, path: Path, image: np.ndarray) -> float:
 def folder_pipeline(path: Path, images: list[Path], arrays: np.ndarray, batch_size: int) -> dict[str, float]:
     """images/s of `inference.classify` on files (as infer_onnx.py runs it) against the model's session with
     default options on the same images preloaded (`arrays`)."""
-    from .inference import classify
-    from .onnx_tools import OnnxClassifier
+    from semdefect.board.inference import classify
+    from semdefect.board.runtime import OnnxClassifier
 
     classifier = OnnxClassifier(path)  # the raw session: default options
     for start in range(0, min(len(arrays), 4 * batch_size), batch_size):  # warm-up
@@ -103,7 +100,7 @@ def profile_nodes(path: Path, image: np.ndarray, runs: int = 200) -> list[dict]:
 
     import onnxruntime as ort
 
-    from .onnx_tools import session_options
+    from semdefect.board.runtime import session_options
 
     options = session_options(threads=1)
     options.enable_profiling = True
@@ -132,8 +129,8 @@ def format_profile(name: str, rows: list[dict], top: int = 8) -> str:
 
 def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> dict:
     """INT8 against FP32: top-1 agreement over every image of `x`, and both accuracies on a labelled test folder."""
-    from .evaluation import load_eval_data, predict_probabilities
-    from .onnx_tools import OnnxClassifier
+    from semdefect.board.runtime import OnnxClassifier
+    from semdefect.evaluation.scoring import load_eval_data, predict_probabilities
 
     f, q = OnnxClassifier(fp32), OnnxClassifier(int8)
     same = predict_probabilities(f, x).argmax(1) == predict_probabilities(q, x).argmax(1)
@@ -150,8 +147,8 @@ def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> 
 
 def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int,
               test_data: Path | None = None, profile: bool = False) -> dict:
-    from .images import load_image
-    from .onnx_tools import OnnxClassifier
+    from semdefect.board.images import load_image
+    from semdefect.board.runtime import OnnxClassifier
 
     prep = OnnxClassifier(next(p for k, p in models.items() if k != "keras")).prep
     images = np.stack([load_image(p, prep) for p in image_files])  # every image, read once
@@ -226,41 +223,3 @@ def format_table(result: dict) -> str:
     for name, rows in result.get("profile", {}).items():
         lines += ["", format_profile(name, rows)]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keras", type=Path, default=Path("models/sem_cnn.keras"))
-    parser.add_argument("--fp32", type=Path, default=Path("models/sem_cnn.onnx"))
-    parser.add_argument("--int8", type=Path, default=Path("models/sem_cnn.int8.onnx"))
-    parser.add_argument("--images", type=Path, default=Path("dataset_sample/test"),
-                        help="images to run on (searched recursively; INT8/FP32 agreement is measured on all of them)")
-    parser.add_argument("--test", type=Path, default=None,
-                        help="a dataset root or folder of class folders: FP32 and INT8 accuracy on its test images")
-    parser.add_argument("--rounds", type=int, default=300, help="timed batch-1 runs per model and thread count")
-    parser.add_argument("--pipeline-images", type=int, default=3000, help="files for the folder pipeline (0 = skip)")
-    parser.add_argument("--profile", action="store_true", help="also print onnxruntime's per-node times")
-    parser.add_argument("--json", type=Path, default=Path("models/bench.json"))
-    args = parser.parse_args(argv)
-    setup_logging()
-
-    def body() -> int:
-        models = {name: path for name, path in (("keras", args.keras), ("fp32", args.fp32), ("int8", args.int8))
-                  if path.exists()}
-        if not any(name != "keras" for name in models):
-            raise SemdefectError(f"no ONNX model found ({args.fp32}, {args.int8}); run export_onnx.py first")
-        files, _ = find_images([args.images])
-        if not files:
-            raise SemdefectError(f"no images under {args.images}")
-        result = benchmark(models, files, args.rounds, args.pipeline_images, args.test, args.profile)
-        result["cpu"] = os.cpu_count()
-        write_json_atomic(args.json, result)
-        print(format_table(result))
-        print_summary("bench wrote", {"json": args.json})
-        return 0
-
-    return run_stage(body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import LoadedSplit, load_folder, resolve_eval_folder
-from .errors import ModelError
-from .metrics import compute_metrics
+from semdefect.board.errors import ModelError
+from semdefect.data.dataset import LoadedSplit, load_folder, resolve_eval_folder
+from semdefect.evaluation.metrics import compute_metrics
 
 
 def load_classifier(path: Path):
@@ -18,11 +18,11 @@ def load_classifier(path: Path):
     if path.is_dir():
         raise ModelError(f"{path} is a folder, not a model file")
     if path.suffix == ".onnx":
-        from .onnx_tools import OnnxClassifier
+        from semdefect.board.runtime import OnnxClassifier
 
         return OnnxClassifier(path)
     if path.suffix == ".keras":
-        from .model import KerasClassifier
+        from semdefect.training.model import KerasClassifier
 
         return KerasClassifier(path)
     raise ModelError(f"{path}: unknown model type (expected a .keras or .onnx file)")

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ImageError
 from .files import write_json_atomic, write_text_atomic
 from .images import load_image
-from .onnx_tools import OnnxClassifier, top_k
+from .runtime import OnnxClassifier, top_k
 
 COLUMNS = ("path", "label", "confidence", "top3", "status", "error")
 

@@ -1,16 +1,15 @@
 """THE preprocessing path: any image file -> the model's input array (board side: numpy + Pillow only).
 
 Training, evaluation, calibration and inference all call `load_image`, so no stage can drift from another.
-What it does, in order, is what the model's metadata declares (`Preprocess.to_metadata`):
+What it does, in order, is what the model's metadata declares (`Preprocess.to_json`):
 
 1. decode the first frame, undo EXIF rotation;
 2. convert to one grey channel in [0, 1]: 8-bit and palette images / 255, 16-bit / 65535, RGB by ITU-R 601
    luma, an alpha channel composited on white, 32-bit float scaled from its own min..max unless it is in [0, 1];
 3. cut `crop_bottom` rows (an instrument data bar), if asked;
 4. resize to `image_size` x `image_size` with Pillow's filter on the float image (antialiased when shrinking);
-5. optional per-image normalisation (`minmax`: 1st..99th percentile to 0..1, but never by more than 1 / `min_range`;
-   `equalize`: histogram equalisation; `flatten`: the image minus a heavy blur of it (shading, charging), then
-   `minmax`).
+5. optional per-image normalisation (`minmax`: the 1st..99th percentile stretched to 0..1, which takes away the
+   detector's gain and offset).
 
 The 1/255 scaling of the reference model is step 2, outside the graph: one less operator for INT8 to get wrong.
 """
@@ -20,7 +19,6 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +32,7 @@ RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "area": Image.Resampling.BOX,
 }
-NORMALIZE_METHODS = ("none", "minmax", "equalize", "flatten")
-FLATTEN_SIGMA = 1 / 8  # blur of `flatten`, fraction of the image side: slower than any defect, faster than shading
+NORMALIZE_METHODS = ("none", "minmax")
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the camera was held
 
 # Pillow's own bomb check must not warn first: we refuse by our own limit, with the file named.
@@ -51,15 +48,8 @@ class Preprocess:
     crop_bottom: int = 0
     normalize: str = "none"
     max_image_pixels: int = 100_000_000
-    min_range: float = 0.0
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> "Preprocess":
-        data = cfg["data"]
-        return cls(data["image_size"], data["resize"], data["crop_bottom"], data["normalize"],
-                   data["max_image_pixels"], data["min_range"])
-
-    def to_metadata(self) -> str:
+    def to_json(self) -> str:
         """The JSON written into a model file as `preprocess`."""
         spec = asdict(self)
         spec.update(color="gray", scaling="full range of the bit depth -> [0,1] (8-bit: 1/255)",
@@ -67,16 +57,18 @@ class Preprocess:
         return json.dumps(spec, sort_keys=True)
 
     @classmethod
-    def from_metadata(cls, text: str) -> "Preprocess":
+    def from_json(cls, text: str) -> Preprocess:
         try:
             spec = json.loads(text)
             prep = cls(int(spec["image_size"]), str(spec["resize"]), int(spec["crop_bottom"]),
-                       str(spec["normalize"]), int(spec.get("max_image_pixels", cls.max_image_pixels)),
-                       float(spec.get("min_range", cls.min_range)))
+                       str(spec["normalize"]), int(spec.get("max_image_pixels", cls.max_image_pixels)))
+            # models of earlier versions may declare a blank-field limit; only "none" (0) is still implemented
+            unsupported = float(spec.get("min_range", 0.0)) != 0.0
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"unreadable preprocess metadata: {exc}") from None
-        if prep.resize not in RESIZE_FILTERS or prep.normalize not in NORMALIZE_METHODS:
-            raise ValueError(f"unsupported preprocess metadata: resize={prep.resize}, normalize={prep.normalize}")
+        if prep.resize not in RESIZE_FILTERS or prep.normalize not in NORMALIZE_METHODS or unsupported:
+            raise ValueError(f"unsupported preprocess metadata: resize={prep.resize}, normalize={prep.normalize}"
+                             + (f", min_range={spec['min_range']}" if unsupported else ""))
         return prep
 
 
@@ -100,7 +92,7 @@ def preprocess_gray(gray: np.ndarray, prep: Preprocess, name: str = "image") -> 
         resized = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32)).resize(
             (size, size), RESIZE_FILTERS[prep.resize])
         gray = np.asarray(resized, dtype=np.float32)
-    gray = normalize(gray, prep.normalize, prep.min_range)
+    gray = normalize(gray, prep.normalize)
     return np.clip(gray, 0.0, 1.0).astype(np.float32)[:, :, None]
 
 
@@ -117,43 +109,12 @@ def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     return np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)
 
 
-def normalize(gray: np.ndarray, method: str, min_range: float = 0.0) -> np.ndarray:
+def normalize(gray: np.ndarray, method: str) -> np.ndarray:
     """Per-image intensity normalisation, to take away differences of detector gain and offset."""
     if method == "minmax":
         low, high = percentiles(gray, (1.0, 99.0))
-        if high - low < min_range:
-            # A blank field: stretched to full range it would be loud noise, like no blank field the model saw.
-            return 0.5 + (gray - (low + high) / 2) / min_range
         return (gray - low) / (high - low) if high - low > 1e-6 else np.zeros_like(gray)
-    if method == "flatten":
-        # Shading and charging gradients differ from tool to tool and carry no defect: take them away first.
-        rows, cols = gray.shape
-        smooth = shading_matrix(rows, FLATTEN_SIGMA * rows) @ gray @ shading_matrix(cols, FLATTEN_SIGMA * cols).T
-        return normalize(gray - smooth, "minmax", min_range)
-    if method == "equalize":
-        # Rank of each pixel among all pixels: a flat histogram whatever the detector settings.
-        flat = gray.ravel()
-        values, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-        if len(values) < 2:
-            return np.zeros_like(gray)
-        cdf = np.cumsum(counts).astype(np.float64)
-        cdf = (cdf - cdf[0]) / (cdf[-1] - cdf[0])
-        return cdf[inverse].reshape(gray.shape).astype(np.float32)
     return gray
-
-
-@lru_cache(maxsize=8)
-def shading_matrix(size: int, sigma: float) -> np.ndarray:
-    """Local-linear Gaussian smoother along one side, as a matrix: row i fits a line to the pixels around i
-    (Gaussian weights of `sigma`) and takes its value at i. Unlike a plain blur it follows a ramp to the
-    border, so a shading gradient leaves no bright or dark rim behind when it is subtracted."""
-    x = np.arange(size, dtype=np.float64)
-    offset = x[None, :] - x[:, None]                      # (i, j): j - i
-    weights = np.exp(-0.5 * (offset / sigma) ** 2)
-    s0, s1, s2 = weights.sum(1), (weights * offset).sum(1), (weights * offset ** 2).sum(1)
-    # weighted least squares of a + b * offset; a = sum_j w_j (s2 - s1 * offset_j) y_j / (s0 s2 - s1^2)
-    rows = weights * (s2[:, None] - s1[:, None] * offset) / (s0 * s2 - s1 ** 2)[:, None]
-    return rows.astype(np.float32)
 
 
 def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:

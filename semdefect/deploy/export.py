@@ -7,35 +7,37 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
-from .files import atomic_path
+from semdefect.board.errors import ModelError
+from semdefect.board.files import atomic_path
+from semdefect.board.metadata import ModelMetadata
+from semdefect.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def export_onnx(model, facts: dict[str, str], path: Path, opset: int = 17) -> None:
+def export_onnx(model, metadata: ModelMetadata, path: Path, opset: int = 17) -> None:
     """Convert with a named dynamic batch dimension, write the metadata, check the graph, save atomically."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its optimiser's INFO lines are for its developers
-    size = int(facts["image_size"])
+    size = metadata.prep.image_size
     spec = [tf.TensorSpec((None, size, size, 1), tf.float32, name="image")]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     for value in (proto.graph.input[0], proto.graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    set_metadata(proto, facts)
+    set_metadata(proto, metadata.to_strings())
     proto.producer_name = "semdefect"
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
 
 
-def set_metadata(proto, facts: dict[str, str]) -> None:
-    """Replace the model's metadata_props with `facts` (quantization and other passes may drop them)."""
+def set_metadata(proto, pairs: dict[str, str]) -> None:
+    """Replace the model's metadata_props with `pairs` (quantization and other passes may drop them)."""
     del proto.metadata_props[:]
-    for key, value in facts.items():
+    for key, value in pairs.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
 
@@ -44,9 +46,9 @@ def copy_metadata(source: Path, target: Path) -> None:
     """Give `target` the metadata of `source`, rewriting the file atomically."""
     import onnx
 
-    facts = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    pairs = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
     proto = onnx.load(str(target))
-    set_metadata(proto, facts)
+    set_metadata(proto, pairs)
     with atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
 
@@ -58,3 +60,21 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict[str, f
     return {"images": int(len(reference)),
             "max_abs_diff": float(np.max(np.abs(reference - candidate))) if len(reference) else 0.0,
             "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))) if len(reference) else 1.0}
+
+
+def export_and_check(keras_path: Path, onnx_path: Path, cfg: Config) -> dict:
+    """Export the .keras model to ONNX, then run both on the same preprocessed images of `export.parity_split`:
+    the parity report, with `ok` when the largest difference is within `export.parity_atol`."""
+    from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_probabilities
+    from semdefect.training.model import KerasClassifier
+
+    ecfg = cfg.export
+    keras_model = KerasClassifier(keras_path)
+    export_onnx(keras_model.model, keras_model.metadata, onnx_path, ecfg.opset)
+    onnx_model = load_classifier(onnx_path)
+    images = load_eval_data(Path(cfg.data.root), ecfg.parity_split, keras_model.class_names, keras_model.prep).x
+    if ecfg.parity_images:
+        images = images[: ecfg.parity_images]
+    parity = compare_outputs(predict_probabilities(keras_model, images), predict_probabilities(onnx_model, images))
+    return parity | {"split": ecfg.parity_split, "limit": ecfg.parity_atol,
+                     "ok": parity["max_abs_diff"] <= ecfg.parity_atol, "onnx_mb": onnx_path.stat().st_size / 1e6}

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import LoadedSplit
-from .evaluation import predict_probabilities
-from .export import compare_outputs, copy_metadata
-from .files import atomic_path
-from .metrics import compute_metrics
+from semdefect.board.files import atomic_path
+from semdefect.board.runtime import OnnxClassifier
+from semdefect.config import Config, Quantize
+from semdefect.data.dataset import LoadedSplit
+from semdefect.deploy.export import compare_outputs, copy_metadata
+from semdefect.evaluation.metrics import compute_metrics
+from semdefect.evaluation.scoring import load_eval_data, predict_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ def pick_calibration_images(images: np.ndarray, labels: np.ndarray, count: int, 
     return images[np.sort(chosen)]
 
 
-def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qcfg: dict) -> None:
-    """quant_pre_process, then quantize_static (signed 8-bit weights and activations), metadata kept.
+def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qcfg: Quantize) -> None:
+    """quant_pre_process, then quantize_static (QDQ, signed 8-bit weights and activations, per-channel weights,
+    percentile calibration), metadata kept. Each of these measured best (docs/edge-speed.md).
 
     Some layers stay in float, where INT8 costs more than it gives:
     - the final Softmax: quantized, its probabilities come in steps of 1/256, so two close classes tie and the
@@ -72,23 +75,20 @@ def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qc
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
     input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         graph = onnx.load(str(prepared)).graph
         keep_float = [node.name for node in graph.node if node.op_type == "Softmax"]
-        if qcfg["float_head"]:
+        if qcfg.float_head:
             keep_float += dense_head(graph)
-        first_block = first_conv_block(graph) if qcfg["float_first_block"] and qcfg["format"] == "qdq" else []
+        first_block = first_conv_block(graph) if qcfg.float_first_block else []
         quantized = Path(scratch) / "quantized.onnx"
         quantize_static(str(prepared), str(quantized), ArrayCalibrationReader(input_name, calibration),
-                        quant_format=formats[qcfg["format"]], per_channel=qcfg["per_channel"],
+                        quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[qcfg["calibrate_method"]], nodes_to_exclude=keep_float + first_block)
+                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float + first_block)
         proto = onnx.load(str(quantized))
         if first_block:
             guard_float_pool(proto, first_block[-1])
@@ -150,6 +150,25 @@ def compare_on(fp32, int8, split: LoadedSplit, name: str) -> dict:
         "per_class_recall_delta": {c: m8["per_class"][c]["recall"] - m32["per_class"][c]["recall"]
                                    for c in fp32.class_names if m32["per_class"][c]["support"]},
     }
+
+
+def quantize_and_compare(fp32_path: Path, int8_path: Path, cfg: Config) -> dict:
+    """Quantize `fp32_path` calibrated on val images, then compare FP32 and INT8 on val and test: the report
+    (also what `format_report` prints); `ok` says whether INT8 stayed within `quantize.max_accuracy_drop`."""
+    qcfg = cfg.quantize
+    fp32 = OnnxClassifier(fp32_path)
+    root = Path(cfg.data.root)
+    splits = {s: load_eval_data(root, s, fp32.class_names, fp32.prep) for s in ("val", "test")}
+    calibration = pick_calibration_images(splits["val"].x, splits["val"].y, qcfg.calib_images, cfg.train.seed)
+    quantize_model(fp32_path, int8_path, calibration, qcfg)
+    int8 = OnnxClassifier(int8_path)
+    rows = [compare_on(fp32, int8, split, name) for name, split in splits.items()]
+    ok = all(row["accuracy_drop_points"] <= qcfg.max_accuracy_drop for row in rows)
+    return {"fp32": str(fp32_path), "int8": str(int8_path), "fp32_mb": fp32_path.stat().st_size / 1e6,
+            "int8_mb": int8_path.stat().st_size / 1e6, "calibration_images": len(calibration),
+            "settings": f"qdq, per-channel, percentile, float_first_block={qcfg.float_first_block}, "
+                        f"float_head={qcfg.float_head}",
+            "budget_points": qcfg.max_accuracy_drop, "ok": ok, "splits": rows}
 
 
 def format_report(report: dict) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import SPLITS, list_labelled_files, split_folder
-from .errors import ConfigError, DatasetError
-from .files import write_json_atomic, write_text_atomic
+from semdefect.board.errors import ConfigError, DatasetError
+from semdefect.board.files import write_json_atomic, write_text_atomic
+from semdefect.config import Config
+from semdefect.data.dataset import SPLITS, list_labelled_files, split_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +44,22 @@ class Row:
     few_shot: int = 0  # training images per shared class taken from the test sources' train split
 
 
-def source_lookup(cfg: dict):
+def source_lookup(cfg: Config):
     """A function path -> source name (or None), from the manifest if given, else from the file-name prefixes."""
-    ccfg, root = cfg["crosscheck"], Path(cfg["data"]["root"])
-    if ccfg["manifest"]:
-        manifest = Path(ccfg["manifest"])
+    ccfg, root = cfg.crosscheck, Path(cfg.data.root)
+    if ccfg.manifest:
+        manifest = Path(ccfg.manifest)
         try:
             with manifest.open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
         except OSError as exc:
             raise ConfigError(f"crosscheck.manifest {manifest}: {exc.strerror or exc}") from None
-        column = ccfg["manifest_column"]
+        column = ccfg.manifest_column
         if not rows or "file" not in rows[0] or column not in rows[0]:
             raise ConfigError(f"crosscheck.manifest {manifest}: needs columns 'file' and '{column}'")
         table = {os.path.normpath(root / row["file"]): row[column] for row in rows}
         return lambda path: table.get(os.path.normpath(path))
-    prefixes = ccfg["sources"]
+    prefixes = ccfg.sources
     return lambda path: next((p.rstrip("_-") for p in prefixes if Path(path).name.startswith(p)), None)
 
 
@@ -71,7 +73,7 @@ def protocol_rows(sources: list[str], few_shot: tuple[int, ...] | list[int] = ()
     return rows
 
 
-def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) -> tuple[Path, int]:
+def make_view(cfg: Config, row: Row, source_of, folder: Path, shared: set[str]) -> tuple[Path, int]:
     """A dataset folder of symlinks holding only the row's images; returns it and its number of test images.
     The folder is rebuilt from scratch, so links left by an earlier protocol on other images go.
 
@@ -79,7 +81,7 @@ def make_view(cfg: dict, row: Row, source_of, folder: Path, shared: set[str]) ->
     trains on `row.few_shot` of the held-out source's training images per shared class; the held-out source's val
     images stay out, as a user with a handful of labelled images has none to spare for a val split.
     """
-    root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
+    root, classes = Path(cfg.data.root), cfg.data.classes
     shutil.rmtree(folder, ignore_errors=True)
     n_test = 0
     for split in SPLITS:
@@ -117,11 +119,12 @@ def view_fingerprint(view: Path) -> str:
     return digest.hexdigest()
 
 
-def run_settings(run_cfg: dict, images: str) -> dict:
+def run_settings(run_cfg: Config, images: str) -> dict:
     """What decides a run's result: the sections training and scoring read, and the view's images. Not where the view
     and the model are (`images` says what the view holds), so a moved `crosscheck.out` keeps its runs. JSON-normal,
     so a saved copy compares equal."""
-    settings = json.loads(json.dumps({key: run_cfg[key] for key in ("data", "model", "train")} | {"images": images}))
+    sections = run_cfg.to_dict()
+    settings = json.loads(json.dumps({key: sections[key] for key in ("data", "model", "train")} | {"images": images}))
     del settings["data"]["root"], settings["train"]["output"]
     return settings
 
@@ -146,9 +149,9 @@ def few_shot_sample(files: list[tuple[Path, int]], k: int) -> list[tuple[Path, i
     return chosen
 
 
-def classes_by_source(cfg: dict, source_of, sources: list[str]) -> dict[str, set[str]]:
+def classes_by_source(cfg: Config, source_of, sources: list[str]) -> dict[str, set[str]]:
     """Which classes each source has any training image of."""
-    root, classes = Path(cfg["data"]["root"]), cfg["data"]["classes"]
+    root, classes = Path(cfg.data.root), cfg.data.classes
     found: dict[str, set[str]] = {s: set() for s in sources}
     for split in ("train", "val"):
         files = list_labelled_files(split_folder(root, split), classes)
@@ -159,35 +162,36 @@ def classes_by_source(cfg: dict, source_of, sources: list[str]) -> dict[str, set
     return found
 
 
-def run_protocol(cfg: dict) -> dict:
+def run_protocol(cfg: Config) -> dict:
     """Train and score every row with every seed; returns the results (also written as JSON and Markdown)."""
     import keras
 
-    from .evaluation import load_classifier, load_eval_data, score
-    from .training import train
+    from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
+    from semdefect.training.train import train
 
     source_of = source_lookup(cfg)
-    sources = sorted({s for s in map(source_of, Path(cfg["data"]["root"]).rglob("*")) if s})
+    sources = sorted({s for s in map(source_of, Path(cfg.data.root).rglob("*")) if s})
     if len(sources) < 2:
-        raise DatasetError(f"{cfg['data']['root']}: found {len(sources)} image source(s) by "
-                           f"{'manifest' if cfg['crosscheck']['manifest'] else 'prefixes ' + str(cfg['crosscheck']['sources'])}; "
+        raise DatasetError(f"{cfg.data.root}: found {len(sources)} image source(s) by "
+                           f"{'manifest' if cfg.crosscheck.manifest else 'prefixes ' + str(cfg.crosscheck.sources)}; "
                            "leave-one-source-out needs two or more")
     have = classes_by_source(cfg, source_of, sources)
     shared = set.intersection(*have.values())
-    out = Path(cfg["crosscheck"]["out"])
-    results = {"sources": sources, "shared_classes": sorted(shared, key=cfg["data"]["classes"].index),
-               "seeds": cfg["crosscheck"]["seeds"], "rows": []}
-    for row in protocol_rows(sources, cfg["crosscheck"]["few_shot"]):
+    out = Path(cfg.crosscheck.out)
+    results = {"sources": sources, "shared_classes": sorted(shared, key=cfg.data.classes.index),
+               "seeds": cfg.crosscheck.seeds, "rows": []}
+    for row in protocol_rows(sources, cfg.crosscheck.few_shot):
         view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
         images = view_fingerprint(view)
         runs = []
-        for seed in cfg["crosscheck"]["seeds"]:
+        for seed in cfg.crosscheck.seeds:
             run_cfg = copy.deepcopy(cfg)
             run_dir = out / "runs" / slug(row.name) / f"seed{seed}"
-            run_cfg["data"]["root"] = str(view)
-            run_cfg["train"].update(seed=seed, output=str(run_dir / "model.keras"), resume=False, tensorboard=False)
+            run_cfg.data.root = str(view)
+            run_cfg.train = dataclasses.replace(run_cfg.train, seed=seed, output=str(run_dir / "model.keras"),
+                                                resume=False, tensorboard=False)
             settings = run_settings(run_cfg, images)
-            metrics = finished_run(run_dir, settings) if cfg["crosscheck"]["reuse"] else None
+            metrics = finished_run(run_dir, settings) if cfg.crosscheck.reuse else None
             if metrics is not None:
                 log.info("%s, seed %d: kept the finished run in %s (same settings and images)", row.name, seed, run_dir)
             else:
@@ -206,7 +210,7 @@ def run_protocol(cfg: dict) -> dict:
         [r["accuracy_mean"] for r in held_out_rows if not r["few_shot"]]))
     results["mean_few_shot_accuracy"] = {str(k): float(np.mean([r["accuracy_mean"] for r in held_out_rows
                                                                 if r["few_shot"] == k]))
-                                         for k in cfg["crosscheck"]["few_shot"]}
+                                         for k in cfg.crosscheck.few_shot}
     write_json_atomic(out / "crosscheck.json", results)
     write_text_atomic(out / "crosscheck.md", format_table(results))
     return results

@@ -10,6 +10,7 @@ flat folder of class folders, or a split dataset whose splits it pools and redoe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -26,18 +27,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .config import save_resolved
-from .dataset import SPLITS
-from .duplicates import DuplicateSettings, Fingerprint, Match, find_near_duplicates, fingerprint
-from .errors import DatasetError, ImageError
-from .files import IMAGE_EXTENSIONS, is_image_name, write_json_atomic
-from .images import read_gray
+from semdefect.board.errors import DatasetError, ImageError
+from semdefect.board.files import IMAGE_EXTENSIONS, is_image_name, write_json_atomic
+from semdefect.board.images import read_gray
+from semdefect.config import Config, save_resolved
+from semdefect.data.dataset import SPLITS
+from semdefect.data.duplicates import DuplicateSettings, Fingerprint, Match, find_near_duplicates, fingerprint
 
 log = logging.getLogger(__name__)
 
 SPLIT_PAIRS = ("train-val", "train-test", "val-test")
 REPORT_NAME = "split_report.json"     # written into DST by `split`
 CONFIG_NAME = "split_config.yaml"     # the resolved config, beside it
+RARE_FRACTION = 0.02                  # `check`: an image size or mode held by fewer than this share of images is unusual
 
 
 @dataclass
@@ -201,13 +203,13 @@ def union_groups(n: int, links: Sequence[tuple[int, int]]) -> list[int]:
 # check
 
 
-def check_dataset(root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+def check_dataset(root: Path, cfg: Config) -> dict[str, Any]:
     """Every finding about a split dataset, as the JSON report holds it; report["exit_code"] is 1 on leaks
     or unreadable files, else 0."""
-    settings = DuplicateSettings.from_config(cfg)
+    settings = DuplicateSettings.from_config(cfg.prepare)
     layout = read_layout(root, want_splits=True)
     files = layout.files
-    scan_files(files, settings, cfg["data"]["max_image_pixels"])
+    scan_files(files, settings, cfg.data.max_image_pixels)
     pairs = near_duplicates(files, settings)
     exact = exact_groups(files)
     same_bytes = {(g[i], g[j]) for g in exact for i in range(len(g)) for j in range(i + 1, len(g))}
@@ -242,11 +244,11 @@ def check_dataset(root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                               "splits": sorted({files[i].split for i in g}, key=SPLITS.index)} for g in exact],
         "unreadable": unreadable,
         "unexpected_files": layout.unexpected,
-        **unusual_images(layout, files, cfg["prepare"]["rare_fraction"]),
+        **unusual_images(layout, files, RARE_FRACTION),
         "near_blank": [_path(layout, f) for f in files if f.fp is not None and f.fp.detail < settings.min_detail],
         "data_bars_cut": sum(1 for f in files if f.fp is not None and f.fp.bar_rows),
-        "unknown_classes": sorted({f.label for f in files} - set(cfg["data"]["classes"])),
-        "settings": dict(cfg["prepare"]),
+        "unknown_classes": sorted({f.label for f in files} - set(cfg.data.classes)),
+        "settings": dataclasses.asdict(cfg.prepare),
     }
     report["exit_code"] = 1 if leaks or unreadable else 0
     return report
@@ -308,27 +310,27 @@ def _path(layout: Layout, f: ImageFile) -> str:
 # split
 
 
-def split_dataset(src: Path, dst: Path, cfg: dict[str, Any], link: bool) -> dict[str, Any]:
+def split_dataset(src: Path, dst: Path, cfg: Config, link: bool) -> dict[str, Any]:
     """Split `src` into `dst`/{train,val,test}/<class>/ group-aware; returns the report (also written)."""
     src, dst = Path(src), Path(dst)
     refuse_destination(dst)
     if dst.resolve().is_relative_to(src.resolve()):
         raise DatasetError(f"destination {dst} is inside the source {src}; choose a folder outside it")
-    settings = DuplicateSettings.from_config(cfg)
+    settings = DuplicateSettings.from_config(cfg.prepare)
     layout = read_layout(src, want_splits=None)
     if layout.split_layout:
         log.info("%s already has split folders: pooling them and splitting again", src)
     files = layout.files
-    scan_files(files, settings, cfg["data"]["max_image_pixels"])
+    scan_files(files, settings, cfg.data.max_image_pixels)
     pairs = near_duplicates(files, settings)
     exact = exact_groups(files)
     readable = [i for i, f in enumerate(files) if f.error is None]
     if not readable:
         raise DatasetError(f"{src}: none of its {len(files)} image files can be read")
     group_of = duplicate_groups(len(files), pairs, exact)
-    ratios = cfg["prepare"]["ratios"]
+    ratios = cfg.prepare.ratios
     assignment = assign_splits([files[i].label for i in readable], [group_of[i] for i in readable],
-                               ratios, cfg["prepare"]["seed"])
+                               ratios, cfg.prepare.seed)
     targets = destination_names(files, readable)
     written = write_split(dst, [(files[i], assignment[k], targets[i]) for k, i in enumerate(readable)], link)
     groups = defaultdict(list)
@@ -341,7 +343,7 @@ def split_dataset(src: Path, dst: Path, cfg: dict[str, Any], link: bool) -> dict
         "destination": str(dst),
         "mode": "link" if link else "copy",
         "ratios": ratios,
-        "seed": cfg["prepare"]["seed"],
+        "seed": cfg.prepare.seed,
         "images": len(readable),
         "splits": split_counts([ImageFile(f.path, f.name, f.label, split_of[i]) for i, f in enumerate(files)
                                 if i in split_of]),
@@ -356,7 +358,7 @@ def split_dataset(src: Path, dst: Path, cfg: dict[str, Any], link: bool) -> dict
         "unexpected_files": layout.unexpected,
         "files": [{"source": _path(layout, files[i]), "split": split_of[i], "class": files[i].label,
                    "file": f"{split_of[i]}/{files[i].label}/{targets[i]}", "group": group_of[i]} for i in readable],
-        "settings": dict(cfg["prepare"]),
+        "settings": dataclasses.asdict(cfg.prepare),
     }
     try:
         write_json_atomic(written / REPORT_NAME, report)

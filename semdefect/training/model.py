@@ -1,4 +1,4 @@
-"""Keras model builders and the .keras file with our facts inside (workstation side: TensorFlow).
+"""Keras model builders and the .keras file with the model's metadata inside (workstation side: TensorFlow).
 
 The reference model of the design is built exactly: Conv 16/32/64 (3x3, ReLU, 'valid') each followed by
 2x2 max-pooling, then Flatten -> Dense 128 -> Dense n softmax. `head: gap` swaps Flatten for global average
@@ -10,24 +10,21 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the user's terminal
 
-import keras  # noqa: E402
+import keras
 
-from . import __version__  # noqa: E402
-from .errors import ConfigError, ModelError  # noqa: E402
-from .files import atomic_path  # noqa: E402
-from .images import Preprocess  # noqa: E402
-from .onnx_tools import Classifier, check_model_file, parse_facts  # noqa: E402
-
-FACTS_NAME = "semdefect.json"  # our metadata, stored as one more member of the .keras zip
+from semdefect.board.errors import ConfigError, ModelError
+from semdefect.board.files import atomic_path
+from semdefect.board.metadata import KERAS_MEMBER, ModelMetadata, check_model_file
+from semdefect.board.runtime import Classifier
+from semdefect.config import Config
 
 
-def build_model(num_classes: int, image_size: int, head: str = "flatten", dropout: float = 0.0,
-                width: float = 1.0, batchnorm: bool = False, blocks: int = 3) -> keras.Model:
+def build_model(num_classes: int, image_size: int, head: str = "flatten", width: float = 1.0,
+                batchnorm: bool = False, blocks: int = 3) -> keras.Model:
     """The reference CNN with the defaults; `width` scales the conv filters, `batchnorm` adds BatchNorm after each
     conv, `blocks` sets the number of conv + pool blocks (filters doubling: 16, 32, 64, 128, ...)."""
     side = image_size
@@ -54,32 +51,18 @@ def build_model(num_classes: int, image_size: int, head: str = "flatten", dropou
              "gmp": keras.layers.GlobalMaxPooling2D}
     x = heads[head](name=head)(x)
     x = keras.layers.Dense(128, activation="relu", name="dense128")(x)
-    if dropout > 0:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"sem_cnn_{head}")
 
 
-def build_from_config(cfg: dict) -> keras.Model:
+def build_from_config(cfg: Config) -> keras.Model:
     """The model the `model` and `data` sections of a config describe (one place that knows the key order)."""
-    data, m = cfg["data"], cfg["model"]
-    return build_model(len(data["classes"]), data["image_size"], m["head"], m["dropout"], m["width"],
-                       m["batchnorm"], m["blocks"])
+    return build_model(len(cfg.data.classes), cfg.data.image_size, cfg.model.head, cfg.model.width,
+                       cfg.model.batchnorm, cfg.model.blocks)
 
 
-def model_facts(class_names: Sequence[str], prep: Preprocess) -> dict[str, str]:
-    """The facts every model file carries, as strings (the ONNX metadata contract)."""
-    return {
-        "class_names": json.dumps(list(class_names)),
-        "image_size": str(prep.image_size),
-        "channels": "1",
-        "preprocess": prep.to_metadata(),
-        "semdefect_version": __version__,
-    }
-
-
-def save_model(model: keras.Model, path: Path, facts: dict[str, str], include_optimizer: bool = False) -> None:
-    """Save atomically, with our facts inside the file; without optimizer state unless asked (checkpoints)."""
+def save_model(model: keras.Model, path: Path, metadata: ModelMetadata, include_optimizer: bool = False) -> None:
+    """Save atomically, with the metadata inside the file; without optimizer state unless asked (checkpoints)."""
     if not include_optimizer and getattr(model, "optimizer", None) is not None:
         bare = keras.Model.from_config(model.get_config())  # clone_model would copy the optimizer too
         bare.set_weights(model.get_weights())
@@ -88,32 +71,31 @@ def save_model(model: keras.Model, path: Path, facts: dict[str, str], include_op
         tmp.unlink()  # Keras refuses to write over an existing path without asking
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(FACTS_NAME, json.dumps(facts, indent=2))
+            archive.writestr(KERAS_MEMBER, json.dumps(metadata.to_strings(), indent=2))
 
 
-def load_model(path: Path, compile: bool = False) -> tuple[keras.Model, dict[str, str]]:
+def load_model(path: Path, compile: bool = False) -> tuple[keras.Model, ModelMetadata]:
     """Load a .keras file written by `save_model`, with errors that say what is wrong with it."""
     path = check_model_file(path, ".keras")
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a Keras model (not a .keras zip archive; corrupt or truncated?)")
     try:
         with zipfile.ZipFile(path) as archive:
-            facts = json.loads(archive.read(FACTS_NAME)) if FACTS_NAME in archive.namelist() else None
+            pairs = json.loads(archive.read(KERAS_MEMBER)) if KERAS_MEMBER in archive.namelist() else None
         model = keras.models.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many kinds for a damaged archive; all mean "cannot load"
         raise ModelError(f"{path}: cannot load Keras model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if facts is None:
-        raise ModelError(f"{path}: no {FACTS_NAME} inside; not a model written by semdefect's train_model.py")
-    return model, facts
+    if pairs is None:
+        raise ModelError(f"{path}: no {KERAS_MEMBER} inside; not a model written by semdefect's train_model.py")
+    return model, ModelMetadata.from_strings(pairs, path)
 
 
 class KerasClassifier(Classifier):
-    """A .keras model with its facts: the same interface as `onnx_tools.OnnxClassifier`."""
+    """A .keras model with its metadata: the same interface as `board.runtime.OnnxClassifier`."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.model, facts = load_model(self.path)
-        self.info = parse_facts(facts, self.path)
+        self.model, self.metadata = load_model(self.path)
 
     def predict(self, batch):
         return self.model.predict_on_batch(batch)

@@ -10,27 +10,25 @@ Every image draws from its own random stream, derived from (seed, class index, i
 can be remade alone and the files depend neither on generation order nor on the output folder.
 
 Writes DIR/{train,val,test}/<class>/synth_<class>_<index>.png (DIR/<class>/ without --split).
-Usage: python -m semdefect.synth --out dataset_sample --per-class 20 --seed 42 --split 70,15,15
+Made by `python generate_images.py` (semdefect.commands.generate_images).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import math
 import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from semdefect import CLASS_NAMES
-from semdefect.errors import SemdefectError
+from semdefect.board.errors import SemdefectError
 
 log = logging.getLogger(__name__)
 
@@ -1069,7 +1067,7 @@ def generate_dataset(out: Path, per_class: int, size: int, seed: int, split: tup
     overwrite are left alone but reported, since they would silently change the dataset.
     """
     out = Path(out)
-    _check_params(per_class, size, seed, split, difficulty)
+    check_params(per_class, size, seed, split, difficulty)
     written: list[Path] = []
     for ci, name in enumerate(CLASS_NAMES):
         counts = (per_class,) if split is None else split_counts(per_class, split)
@@ -1113,27 +1111,7 @@ def contact_sheet(seed: int, size: int, difficulty: float, columns: int = SHEET_
     return sheet
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Command line
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _parse_split(text: str) -> tuple[int, int, int]:
-    parts = text.split(",")
-    try:
-        ratios = tuple(int(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"--split must be three whole percentages like 70,15,15, got {text!r}") from None
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) != 100:
-        raise UsageError(f"--split must be three non-negative percentages summing to 100, got {text!r}")
-    return ratios  # type: ignore[return-value]
-
-
-def _check_params(per_class: int, size: int, seed: int, split: tuple[int, int, int] | None,
+def check_params(per_class: int, size: int, seed: int, split: tuple[int, int, int] | None,
                   difficulty: float) -> None:
     if per_class < 0:
         raise UsageError(f"--per-class must be 0 or more, got {per_class}")
@@ -1145,49 +1123,3 @@ def _check_params(per_class: int, size: int, seed: int, split: tuple[int, int, i
         raise UsageError(f"--difficulty must be between 0 and 1, got {difficulty}")
     if split is not None and (len(split) != 3 or sum(split) != 100 or min(split) < 0):
         raise UsageError(f"split must be three non-negative percentages summing to 100, got {split}")
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m semdefect.synth", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="dataset root to write into")
-    p.add_argument("--per-class", type=int, default=20, help="images per class (default 20)")
-    p.add_argument("--size", type=int, default=128, help=f"image side in pixels, at least {MIN_SIZE} (default 128)")
-    p.add_argument("--seed", type=int, default=42, help="master seed (default 42)")
-    p.add_argument("--split", help="train,val,test percentages, e.g. 70,15,15; omit to write DIR/<class>/")
-    p.add_argument("--difficulty", type=float, default=0.5, help="0 = large clear defects .. 1 = small faint, noisy")
-    p.add_argument("--contact-sheet", type=Path, help="also write a PNG grid of sample images per class")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        args = _parse_args(argv)
-        split = _parse_split(args.split) if args.split is not None else None
-        _check_params(args.per_class, args.size, args.seed, split, args.difficulty)
-        if args.out.exists() and not args.out.is_dir():
-            raise UsageError(f"--out {args.out} exists and is not a folder")
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    log.info("generating %d images per class, %dx%d, seed %d, difficulty %s into %s",
-             args.per_class, args.size, args.size, args.seed, args.difficulty, args.out)
-    try:
-        paths = generate_dataset(args.out, args.per_class, args.size, args.seed, split, args.difficulty)
-        if args.contact_sheet is not None:
-            write_png(contact_sheet(args.seed, args.size, args.difficulty), args.contact_sheet)
-    except OSError as e:
-        print(f"error: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    where = ", ".join(f"{s}/ {sum(1 for p in paths if p.parent.parent.name == s)}" for s in SPLITS) if split \
-        else "<class>/ folders"
-    log.info("wrote %d images under %s (%s)", len(paths), args.out, where)
-    if args.contact_sheet is not None:
-        log.info("wrote contact sheet %s", args.contact_sheet)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,10 +44,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from PIL import Image
+
+from semdefect.config import Prepare
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ TILE_QUANTILE = 25        # ... scored by the lower quartile of their correlatio
 
 @dataclass(frozen=True)
 class DuplicateSettings:
-    """The `prepare.*` keys that decide what counts as a near-duplicate (see config.yaml)."""
+    """What counts as a near-duplicate. The data bar and the workers are config keys (`prepare.*`); the thresholds
+    were tuned on the benchmark (benchmarks/bench_duplicates.py) and are not for a user to set."""
 
     data_bar: str = "auto"
     data_bar_rows: int = 0
@@ -91,13 +94,8 @@ class DuplicateSettings:
     workers: int = 0
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "DuplicateSettings":
-        p = cfg["prepare"]
-        return cls(p["data_bar"], p["data_bar_rows"], p["max_crop"], p["candidate_threshold"],
-                   p["window_threshold"], p["max_candidates"], p["match_threshold"], p["min_detail"],
-                   p["blank_match_threshold"], p["low_detail"], p["fine_band_threshold"],
-                   p["tiled_fine_band_threshold"], p["blank_tiled_fine_band_threshold"], p["tile_threshold"],
-                   p["workers"])
+    def from_config(cls, prepare: Prepare) -> DuplicateSettings:
+        return cls(data_bar=prepare.data_bar, data_bar_rows=prepare.data_bar_rows, workers=prepare.workers)
 
     @property
     def threads(self) -> int:
@@ -223,7 +221,7 @@ def area_matrices(low: np.ndarray, high: np.ndarray, cells: int, size: int = CAN
     return overlap
 
 
-@lru_cache(maxsize=None)
+@cache
 def blur_matrix(size: int, sigma: float) -> np.ndarray:
     """Gaussian blur along one side as a matrix, renormalised at the borders (no dark or bright rim)."""
     x = np.arange(size, dtype=np.float64)

@@ -1,0 +1,70 @@
+"""Classify SEM images with an ONNX model, on the board: onnxruntime, numpy and Pillow only, no config.
+
+Class names and preprocessing come from the model's metadata. Takes files and folders (searched recursively);
+prints a line per image and optionally writes every row to CSV or JSON (columns path,label,confidence,top3,
+status,error). Exit 0 when every image was classified, 1 when some could not be read, 2 for bad usage or model.
+
+usage: python infer_onnx.py --model models/sem_cnn.int8.onnx PATH [PATH ...] [--output results.csv]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .cli import EXIT_CHECK_FAILED, command_parser, run_stage, setup_logging
+from .errors import SemdefectError
+from .files import find_images
+from .inference import Row, classify, error_row, format_top3, write_rows
+from .runtime import OnnxClassifier
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = command_parser(__doc__)
+    parser.add_argument("--model", type=Path, required=True, help="a semdefect .onnx model (FP32 or INT8)")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("--output", type=Path, help="write all rows to this .csv or .json file")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per session run (default 32)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: one per core)")
+    parser.add_argument("--quiet", action="store_true", help="no line per image: a progress bar and the summary")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        if args.batch_size < 1:
+            raise SemdefectError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.output and args.output.suffix.lower() not in (".csv", ".json"):
+            raise SemdefectError(f"--output {args.output}: use a .csv or .json file name")
+        classifier = OnnxClassifier(args.model, threads=args.threads, spin=False)  # decoding shares the cores
+        images, problems = find_images(args.paths)
+        rows = [error_row(path, f"{path}: {reason}") for path, reason in problems]
+        rows += run_and_print(classify(classifier, images, args.batch_size), len(images), args.quiet)
+        for row in rows[: len(problems)]:
+            print(f"{row.path}\tERROR\t{row.error}", file=sys.stderr)
+        if args.output:
+            write_rows(rows, args.output)
+        failed = sum(row.status == "error" for row in rows)
+        print(f"{len(rows) - failed} image(s) classified, {failed} error(s)"
+              + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+        return EXIT_CHECK_FAILED if failed else 0
+
+    return run_stage(body)
+
+
+def run_and_print(results, total: int, quiet: bool) -> list[Row]:
+    """Collect the rows, printing a line per image, or with `quiet` a progress bar for a large folder."""
+    if quiet:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=total, unit="img", disable=total < 200, file=sys.stderr)
+    rows = []
+    for row in results:
+        rows.append(row)
+        if not quiet:
+            print(f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}" if row.status == "ok"
+                  else f"{row.path}\tERROR\t{row.error}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

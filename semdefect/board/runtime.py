@@ -1,0 +1,98 @@
+"""The ONNX session on the board (onnxruntime + numpy only) and the interface every model offers.
+
+`Classifier` is what evaluation and inference need of any model, whatever its file: its metadata and `predict`
+(preprocessed images -> probabilities). `OnnxClassifier` is the board's; the workstation adds one for `.keras`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .images import Preprocess
+from .metadata import ModelMetadata, check_model_file
+
+
+def session_options(threads: int = 0, spin: bool = True):
+    """Session options: threads=0 lets onnxruntime choose (one per physical core).
+
+    spin=False stops idle session threads from busy-waiting for the next run: right when other threads (image
+    decoding) need the same cores.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class Classifier:
+    """What evaluation and inference need of any model: its facts and `predict` (images -> probabilities)."""
+
+    path: Path
+    metadata: ModelMetadata
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.metadata.class_names
+
+    @property
+    def prep(self) -> Preprocess:
+        return self.metadata.prep
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxClassifier(Classifier):
+    """An ONNX model with its metadata: `predict` takes preprocessed images and returns probabilities."""
+
+    def __init__(self, path: Path, threads: int = 0, spin: bool = True):
+        import onnxruntime as ort
+
+        self.path = check_model_file(path, ".onnx")
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads, spin),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: cannot load ONNX model: {first_line}") from None
+        self.metadata = ModelMetadata.from_strings(self.session.get_modelmeta().custom_metadata_map, self.path)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        size = self.metadata.prep.image_size
+        expected = (size, size, 1)
+        if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+            raise ModelError(f"{self.path}: input shape {shape} does not match its metadata ({size}x{size}x1)")
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        n_out = outputs[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(self.metadata.class_names):
+            raise ModelError(f"{self.path}: {n_out} outputs but {len(self.metadata.class_names)} class names in metadata")
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.fixed_batch is None:
+            return self.session.run(None, {self.input_name: batch})[0]  # type: ignore[no-any-return]
+        # A fixed-batch model (batch 1 for an NPU, say) takes the images a group at a time, the last one padded.
+        step = self.fixed_batch
+        parts = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start:start + step]
+            padded = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], np.float32)])
+            parts.append(self.session.run(None, {self.input_name: padded})[0][: len(chunk)])
+        return np.concatenate(parts)
+
+
+def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    """The k most probable classes of one image, best first."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [(class_names[i], float(probabilities[i])) for i in order]

@@ -1,0 +1,1 @@
+"""The synthetic SEM image generator (numpy and Pillow only): licence-clean images of the ten classes."""

@@ -1,0 +1,51 @@
+"""The layout's promises: the board runtime stands alone, and the package installs and runs from any folder."""
+
+import ast
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+BOARD = ROOT / "semdefect" / "board"
+BOARD_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "tqdm"}  # requirements-edge.txt
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(relative level, module) of every import statement in a file, wherever it stands."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or ""))
+    return found
+
+
+def test_the_board_runtime_imports_nothing_outside_itself():
+    outside = []
+    for path in sorted(BOARD.glob("*.py")):
+        for level, module in imported_modules(path):
+            top = module.split(".")[0]
+            if level > 1 or (level == 0 and top == "semdefect"):
+                outside.append(f"{path.name}: {'.' * level}{module}")
+            elif level == 0 and top not in sys.stdlib_module_names and top not in BOARD_THIRD_PARTY:
+                outside.append(f"{path.name}: {module}")
+    assert not outside
+
+
+def test_the_board_requirements_are_the_packages_base_dependencies():
+    import tomllib
+
+    pins = {line.split("==")[0].lower() for line in (ROOT / "requirements-edge.txt").read_text().splitlines()
+            if line and not line.startswith("#")}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {dep.split(">")[0].split("=")[0].split("<")[0].lower() for dep in project["dependencies"]}
+    assert pins == base == {"onnxruntime", "numpy", "pillow", "tqdm"}
+
+
+def test_every_command_script_is_a_thin_wrapper_of_a_package_command():
+    for script in sorted(ROOT.glob("*.py")):
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+        imports = [module for level, module in imported_modules(script) if module.startswith("semdefect.")]
+        assert not functions and len(imports) == 1, script.name
