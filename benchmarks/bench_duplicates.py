@@ -139,7 +139,7 @@ def generated(index: int, rng: np.random.Generator) -> np.ndarray:
     """A generated SEM-like image (the project's generator when present)."""
     try:
         from semdefect import CLASS_NAMES
-        from semdefect.synth.generator import generate_image, image_rng
+        from semdefect.synth import generate_image, image_rng
 
         return generate_image(CLASS_NAMES[index % 10], image_rng(77, index % 10, index), 128, 0.5)[0]
     except ImportError:

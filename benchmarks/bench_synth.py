@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semdefect import CLASS_NAMES
-from semdefect.synth.generator import generate_image, image_rng, write_png
+from semdefect.synth import generate_image, image_rng, write_png
 
 
 def pin_one_core() -> str:

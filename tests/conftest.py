@@ -39,7 +39,7 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """10 classes x 10 synthetic images (6/2/2) at the tiny size, made by the project's own generator."""
-    from semdefect.synth.generator import generate_dataset
+    from semdefect.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny") / "data"
     generate_dataset(root, per_class=10, size=TINY_SIZE, seed=7, split=(60, 20, 20), difficulty=0.3)
@@ -74,3 +74,10 @@ def real_images(limit: int | None = None) -> list[Path]:
         pytest.skip(f"real SEM images not found at {REAL_DATA} (third-party data, not in the repo)")
     files = sorted(p for p in REAL_DATA.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     return files[:limit] if limit else files
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the session's trained model is slow (its first use trains, exports and quantizes one)."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

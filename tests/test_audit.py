@@ -38,6 +38,7 @@ def test_a_suspect_is_another_class_chosen_with_that_class_typical_confidence():
     assert flag_suspects([verdict("a", [0.5, 0.5])], classes)["b"] == 1.0  # no images of b: never suggested
 
 
+@pytest.mark.slow  # trains a model
 def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_dataset, tmp_path, capsys):
     data = tmp_path / "data"
     for i, path in enumerate(sorted(tiny_dataset.rglob("*.png"))):
@@ -88,6 +89,7 @@ def test_too_few_images_for_the_folds_exit_2(tiny_dataset, capsys):
     assert_one_line_error(capsys.readouterr().err, "audit.folds=20")
 
 
+@pytest.mark.slow  # trains a model
 def test_a_folder_of_class_folders_is_audited_whole(tiny_dataset, tmp_path):
     flat = tmp_path / "flat"
     for path in sorted((tiny_dataset / "train").rglob("*.png")):

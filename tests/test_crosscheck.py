@@ -80,6 +80,7 @@ def counting_training(monkeypatch):
     return trained
 
 
+@pytest.mark.slow  # trains a model
 def test_protocol_runs_end_to_end_and_a_rerun_trains_only_what_changed(tiny_dataset, tmp_path, capsys, monkeypatch):
     data = two_source_copy(tiny_dataset, tmp_path / "data")
     out = tmp_path / "cc"

@@ -154,7 +154,7 @@ def test_distinct_generated_images_of_one_class_are_clean(tmp_path):
     """Thirty different pictures of one kind of scene (same class, same generator) in all three splits."""
     rng = np.random.default_rng(11)
     try:
-        from semdefect.synth.generator import generate_image, image_rng
+        from semdefect.synth import generate_image, image_rng
 
         images = [generate_image("Bridge", image_rng(5, 0, i), 96, 0.3)[0] for i in range(30)]
     except ImportError:  # the generator is another module's job; random scenes test the same thing
@@ -320,7 +320,7 @@ def test_data_bar_is_found_and_cut_so_a_copy_without_it_still_matches(tmp_path):
             rows = size // 8
             assert abs(detect_data_bar(with_bar(scene, rows, dark, rng)) - rows) <= 1
     try:
-        from semdefect.synth.generator import generate_image, image_rng
+        from semdefect.synth import generate_image, image_rng
 
         made = [generate_image(name, image_rng(1, 0, i), 128, 0.5) for i in range(40) for name in ("cmp", "via")]
         for image, info in made:

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import semdefect.synth.generator as synth
+import semdefect.synth as synth
 from semdefect import CLASS_NAMES
 from semdefect.commands.generate_images import main
-from semdefect.synth.generator import _dilate, generate_image, image_rng, split_counts
+from semdefect.synth import generate_image, image_rng, split_counts
+from semdefect.synth.primitives import dilate as _dilate
 
 DEFECT_CLASSES = [c for c in CLASS_NAMES if c != "clean"]
 SEEDS = range(6)

@@ -69,6 +69,7 @@ def test_init_from_a_file_that_is_not_a_model_exits_2(trained, tmp_path, capsys)
     assert not (tmp_path / "m.keras").exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_fit_on_train_and_val_trains_on_both_and_keeps_the_last_epoch(tiny_dataset, tmp_path):
     out = tmp_path / "m.keras"
     overrides = tiny_overrides(tiny_dataset, tmp_path)[:2] + [

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from semdefect.board.cli import setup_logging
-from semdefect.synth.generator import (
+from semdefect.synth import (
     MIN_SIZE,
     SPLITS,
     UsageError,
@@ -42,7 +42,7 @@ def _parse_split(text: str) -> tuple[int, int, int]:
         raise UsageError(f"--split must be three whole percentages like 70,15,15, got {text!r}") from None
     if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) != 100:
         raise UsageError(f"--split must be three non-negative percentages summing to 100, got {text!r}")
-    return ratios  # type: ignore[return-value]
+    return ratios
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
