@@ -93,7 +93,8 @@ def transform(gray: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
     # mixed: a smaller crop, resized, re-exposed, re-noised and re-encoded
     part = Image.fromarray(crop(image, rng, 0.12))
     factor = rng.uniform(0.6, 1.5)
-    part = part.resize((max(8, round(part.width * factor)), max(8, round(part.height * factor))), Image.Resampling.BILINEAR)
+    part = part.resize((max(8, round(part.width * factor)), max(8, round(part.height * factor))),
+                       Image.Resampling.BILINEAR)
     pixels = np.asarray(part, np.float32) / 255
     pixels = (pixels - pixels.mean()) * rng.uniform(0.8, 1.2) + pixels.mean() + rng.uniform(-0.1, 0.1)
     return jpeg(Image.fromarray(to_uint8(pixels + rng.normal(0.0, 0.03, pixels.shape))), int(rng.integers(50, 90)))
@@ -256,7 +257,8 @@ def quality(folder: Path, real: list[dict], bases: int, seed: int, cfg: dict) ->
         if item["group"] not in used:
             firsts.setdefault(item["group"], item)
     for n, item in enumerate(firsts.values()):
-        path = write(to_uint8(read_gray(item["path"])), folder / ("train", "val", "test")[n % 3] / item["label"] / f"real{n:04d}.png")
+        path = write(to_uint8(read_gray(item["path"])),
+                     folder / ("train", "val", "test")[n % 3] / item["label"] / f"real{n:04d}.png")
         truth[path.as_posix()] = (item["group"], "original", item["path"].relative_to(REAL).as_posix())
     report, times = run_check(folder, cfg)
     out = score(report, planted, truth)
@@ -264,7 +266,8 @@ def quality(folder: Path, real: list[dict], bases: int, seed: int, cfg: dict) ->
     detailed = [p for p in planted if p[0] not in blank]
     out["recall_detailed_bases"] = score(report, detailed, truth)["recall"]
     out.update(images=report["images"], near_blank_bases=len({p[0] for p in planted} & blank), times=times)
-    print(f"quality: {out['recall']:.1%} recall, {out['false_pairs']} false of {out['reported_pairs']} pairs", file=sys.stderr)
+    print(f"quality: {out['recall']:.1%} recall, {out['false_pairs']} false of {out['reported_pairs']} pairs",
+          file=sys.stderr)
     return out
 
 
@@ -277,7 +280,8 @@ def timing(folder: Path, real: list[dict], size: int, seed: int, cfg: dict) -> d
     count = len(truth)
     split_names = ("train", "val", "test")
     for item in real[: min(len(real), size // 10)]:
-        path = write(to_uint8(read_gray(item["path"])), folder / split_names[count % 3] / item["label"] / f"real_{item['path'].stem}.png")
+        path = write(to_uint8(read_gray(item["path"])),
+                     folder / split_names[count % 3] / item["label"] / f"real_{item['path'].stem}.png")
         truth[path.as_posix()] = (item["group"], "original")
         count += 1
     grays = [read_gray(item["path"]) for item in real]

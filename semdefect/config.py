@@ -35,30 +35,30 @@ def key(choices: Sequence[Any] | None = None, low: float | None = None, high: fl
     return dataclasses.field(metadata={"choices": choices, "low": low, "high": high, "check": check})
 
 
-def class_list(dotted: str, value: list) -> None:
+def class_list(dotted: str, value: list[Any]) -> None:
     if len(value) < 2 or not all(isinstance(c, str) and c for c in value):
         raise ConfigError(f"config key '{dotted}' must list at least two class names")
     if len(set(value)) != len(value):
         raise ConfigError(f"config key '{dotted}' lists a class twice")
 
 
-def seed_list(dotted: str, value: list) -> None:
+def seed_list(dotted: str, value: list[Any]) -> None:
     if not value or not all(is_int(seed) for seed in value):
         raise ConfigError(f"config key '{dotted}' must list at least one integer seed, got {value!r}")
 
 
-def few_shot_list(dotted: str, value: list) -> None:
+def few_shot_list(dotted: str, value: list[Any]) -> None:
     if not all(is_int(k) and k > 0 for k in value) or len(set(value)) < len(value):
         raise ConfigError(f"config key '{dotted}' must list distinct positive integers (images per class), "
                           f"got {value!r}")
 
 
-def split_list(dotted: str, value: list) -> None:
+def split_list(dotted: str, value: list[Any]) -> None:
     if not value or len(set(value)) < len(value) or not all(s in SPLIT_NAMES for s in value):
         raise ConfigError(f"config key '{dotted}' must list distinct splits among train, val, test, got {value!r}")
 
 
-def ratio_list(dotted: str, value: list) -> None:
+def ratio_list(dotted: str, value: list[Any]) -> None:
     if len(value) != 3 or not all(is_int(r) and r >= 0 for r in value) or sum(value) != 100:
         raise ConfigError(f"config key '{dotted}' must be three whole percentages summing to 100, got {value!r}")
 

@@ -49,3 +49,27 @@ def test_every_command_script_is_a_thin_wrapper_of_a_package_command():
         functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
         imports = [module for level, module in imported_modules(script) if module.startswith("semdefect.")]
         assert not functions and len(imports) == 1, script.name
+
+
+def test_the_package_installs_and_classifies_with_the_board_runtime_alone(trained, tmp_path):
+    """`pip install <repo>` in a clean environment outside the repository: the base install is the board runtime,
+    with none of the workstation stack, and its command classifies images from any folder."""
+    import shutil
+    import subprocess
+
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "models", "build", "*.egg-info",
+                                                                "__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(source)], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
+                            check=True).stdout.lower()
+    for workstation in ("tensorflow", "keras", "scikit-learn", "onnx==", "pyyaml"):
+        assert workstation not in listed
+    result = subprocess.run([str(venv / "bin" / "semdefect-infer"), "--model", str(trained["int8"]),
+                             str(trained["data"] / "test"), "--quiet"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and "20 image(s) classified, 0 error(s)" in result.stderr, result.stderr

@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .errors import SemdefectError
 
@@ -34,14 +34,14 @@ def run_stage(body: Callable[[], int]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # the reader of our output went away (`| head`): not an error of ours
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- it must stay open: it is stdout from now on
         return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
-def print_summary(title: str, written: dict[str, object]) -> None:
+def print_summary(title: str, written: Mapping[str, object]) -> None:
     """The closing summary: every file the stage wrote, by role."""
     print(f"{title}:")
     for role, path in written.items():

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -85,7 +85,8 @@ def preprocess_gray(gray: np.ndarray, prep: Preprocess, name: str = "image") -> 
     """Steps 3-5 on a grey float image in [0, 1]."""
     if prep.crop_bottom:
         if gray.shape[0] <= prep.crop_bottom:
-            raise ImageError(f"{name}: image is {gray.shape[0]} rows high, cannot cut a {prep.crop_bottom}-row data bar")
+            raise ImageError(f"{name}: image is {gray.shape[0]} rows high, "
+                             f"cannot cut a {prep.crop_bottom}-row data bar")
         gray = gray[: gray.shape[0] - prep.crop_bottom]
     size = prep.image_size
     if gray.shape != (size, size):
@@ -93,7 +94,8 @@ def preprocess_gray(gray: np.ndarray, prep: Preprocess, name: str = "image") -> 
             (size, size), RESIZE_FILTERS[prep.resize])
         gray = np.asarray(resized, dtype=np.float32)
     gray = normalize(gray, prep.normalize)
-    return np.clip(gray, 0.0, 1.0).astype(np.float32)[:, :, None]
+    result: np.ndarray = np.clip(gray, 0.0, 1.0).astype(np.float32)[:, :, None]
+    return result
 
 
 def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
@@ -119,6 +121,7 @@ def normalize(gray: np.ndarray, method: str) -> np.ndarray:
 
 def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:
     """Decode any supported image file into a 2-D float32 grey image in [0, 1]."""
+    image: Image.Image  # Image.open gives an ImageFile; exif_transpose may give a plain Image
     try:
         if Path(path).is_file() and Path(path).stat().st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
@@ -144,7 +147,7 @@ def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError,
             ZeroDivisionError, Image.DecompressionBombError) as exc:

@@ -10,6 +10,7 @@ usage: python infer_onnx.py --model models/sem_cnn.int8.onnx PATH [PATH ...] [--
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from .cli import EXIT_CHECK_FAILED, command_parser, run_stage, setup_logging
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_stage(body)
 
 
-def run_and_print(results, total: int, quiet: bool) -> list[Row]:
+def run_and_print(results: Iterable[Row], total: int, quiet: bool) -> list[Row]:
     """Collect the rows, printing a line per image, or with `quiet` a progress bar for a large folder."""
     if quiet:
         from tqdm import tqdm

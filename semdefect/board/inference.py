@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def classify(classifier: OnnxClassifier, paths: Sequence[Path], batch_size: int 
     """
     prep = classifier.prep
 
-    def load(path: Path):
+    def load(path: Path) -> np.ndarray | str:
         try:
             return load_image(path, prep)
         except ImageError as exc:
@@ -65,11 +66,12 @@ def classify(classifier: OnnxClassifier, paths: Sequence[Path], batch_size: int 
                 queued.append((following, [pool.submit(load, p) for p in following]))
             loaded = [future.result() for future in futures]
             good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
-            probabilities = classifier.predict(np.stack([loaded[i] for i in good])) if good else []
+            probabilities: np.ndarray | list[np.ndarray] = (
+                classifier.predict(np.stack([loaded[i] for i in good])) if good else [])
             by_index = dict(zip(good, probabilities))
             for i, path in enumerate(chunk):
                 if i not in by_index:
-                    yield error_row(path, loaded[i])
+                    yield error_row(path, cast(str, loaded[i]))  # not predicted: its load gave the error text
                     continue
                 best = top_k(by_index[i], classifier.class_names, 3)
                 yield Row(str(path), best[0][0], best[0][1], best)

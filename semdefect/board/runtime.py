@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .images import Preprocess
 from .metadata import ModelMetadata, check_model_file
 
 
-def session_options(threads: int = 0, spin: bool = True):
+def session_options(threads: int = 0, spin: bool = True) -> Any:  # an ort.SessionOptions; onnxruntime has no stubs
     """Session options: threads=0 lets onnxruntime choose (one per physical core).
 
     spin=False stops idle session threads from busy-waiting for the next run: right when other threads (image
@@ -76,7 +77,8 @@ class OnnxClassifier(Classifier):
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         n_out = outputs[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.metadata.class_names):
-            raise ModelError(f"{self.path}: {n_out} outputs but {len(self.metadata.class_names)} class names in metadata")
+            raise ModelError(f"{self.path}: {n_out} outputs but {len(self.metadata.class_names)} class names "
+                             "in metadata")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser(__doc__)
     parser.add_argument("--model", type=Path, help="a .keras or .onnx model (default: train.output)")
     parser.add_argument("--data", type=Path, help="a dataset root or a folder of class folders (default: data.root)")
-    parser.add_argument("--split", choices=("train", "val", "test"), help="split of a dataset root (default: evaluate.split)")
+    parser.add_argument("--split", choices=("train", "val", "test"),
+                        help="split of a dataset root (default: evaluate.split)")
     parser.add_argument("--out", type=Path, help="folder for the reports (default: evaluate.out)")
     return run_with_config(parser, argv, evaluate_model)
 

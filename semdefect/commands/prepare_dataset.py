@@ -6,7 +6,8 @@ writes DST/split_report.json and DST/split_config.yaml. `check` reports per-spli
 pairs across splits, with scores), exact duplicates, unreadable and unexpected files and unusual images; exit 1 when
 it finds leaks or unreadable files.
 
-usage: python prepare_dataset.py split SRC DST [--ratios 70,15,15] [--seed 42] [--copy|--link] [--config FILE] [key=value ...]
+usage: python prepare_dataset.py split SRC DST [--ratios 70,15,15] [--seed 42] [--copy|--link] [--config FILE]
+           [key=value ...]
        python prepare_dataset.py check DATASET [--report FILE.json] [--config FILE] [key=value ...]
 """
 
@@ -67,7 +68,8 @@ def prepare_dataset(args: argparse.Namespace, cfg: Config) -> int:
 
         write_json_atomic(args.report, report)
         print_summary("prepare_dataset.py check wrote", {"report": args.report})
-    return report["exit_code"]
+    exit_code: int = report["exit_code"]
+    return exit_code
 
 
 def ratios_text(text: str) -> str:

@@ -21,13 +21,11 @@ benchmarks/bench_duplicates.py):
    is the defect, the line-edge roughness and the grain, which is what is left after the lattice is removed.
 6. Faint pairs (detail under `low_detail`) may also match by their fine-band coherence: added noise pulls a
    faint copy under the threshold of step 5, whose band is carried by the shading and edge glow that all
-   captures of one instrument share; a finer ring keeps the grain of the one capture (measured on the
-   benchmark: recall 92.2 % -> 93.4 %, of noisy copies 83 % -> 86 %, no more false pairs).
+   captures of one instrument share; a finer ring keeps the grain of the one capture.
 7. Or by a lower fine-band coherence when the grain also agrees everywhere: the band-passed correlation of
    each of 4 x 4 tiles, its lower quartile over the tiles. Two distinct captures of a particle on a blank
    wafer share the particle and its glow in one or two tiles, not the grain in the others; a copy shares
-   both (benchmark: recall 93.4 % -> 95.7 %, seed 1 92.8 % -> 95.4 %, false pairs 0.25 % and 0.18 %; lower
-   fine-band thresholds alone reached 95 % only by flagging distinct faint captures in sem-public).
+   both. (What each step gained on the benchmark is in docs/data-tools.md.)
 
 Not searched: flips, rotations and shears (augmentations, not the copies found in public sets). Near-blank
 images (a flat wafer with nothing on it) have only their grain as identity: copies of one re-noised by more
@@ -45,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -52,6 +51,9 @@ from PIL import Image
 from semdefect.config import Prepare
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 CANON = 64            # side of the canonical image all comparisons start from, pixels
 COARSE_CELLS = 8      # shortlist thumbnails: 8 x 8 cells ...
@@ -216,7 +218,7 @@ def area_matrices(low: np.ndarray, high: np.ndarray, cells: int, size: int = CAN
     edges = (low[:, None] + (high - low)[:, None] * np.linspace(0.0, 1.0, cells + 1, dtype=np.float32)) * size
     pixel = np.arange(size, dtype=np.float32)
     cumulative = np.clip(edges[:, :, None] - pixel, 0.0, 1.0)  # (m, cells + 1, size)
-    overlap = cumulative[:, 1:] - cumulative[:, :-1]
+    overlap: np.ndarray = cumulative[:, 1:] - cumulative[:, :-1]
     overlap /= np.maximum(overlap.sum(axis=-1, keepdims=True), 1e-6)
     return overlap
 
@@ -226,7 +228,8 @@ def blur_matrix(size: int, sigma: float) -> np.ndarray:
     """Gaussian blur along one side as a matrix, renormalised at the borders (no dark or bright rim)."""
     x = np.arange(size, dtype=np.float64)
     weights = np.exp(-0.5 * ((x[:, None] - x[None, :]) / sigma) ** 2)
-    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    result: np.ndarray = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    return result
 
 
 def bandpass(images: np.ndarray, blur: float, shading: float) -> np.ndarray:
@@ -234,14 +237,16 @@ def bandpass(images: np.ndarray, blur: float, shading: float) -> np.ndarray:
     size = images.shape[-1]
     fine, coarse = blur_matrix(size, blur), blur_matrix(size, shading)
     smooth = fine @ images @ fine.T
-    return smooth - coarse @ smooth @ coarse.T
+    result: np.ndarray = smooth - coarse @ smooth @ coarse.T
+    return result
 
 
 def standardise(images: np.ndarray) -> np.ndarray:
     """Zero mean, unit norm over the last two axes, so a dot product is a correlation."""
     centred = images - images.mean(axis=(-2, -1), keepdims=True)
     norm = np.sqrt((centred * centred).sum(axis=(-2, -1), keepdims=True))
-    return centred / np.maximum(norm, 1e-6)
+    result: np.ndarray = centred / np.maximum(norm, 1e-6)
+    return result
 
 
 def window_thumbnails(canon: np.ndarray, windows: Sequence[tuple[float, float]], cells: int,
@@ -277,7 +282,8 @@ def sample_windows(images: np.ndarray, windows: np.ndarray, size: int) -> np.nda
     """The window (left, right, top, bottom) of each image, area-resampled to size x size."""
     ax = area_matrices(windows[:, 0], windows[:, 1], size, images.shape[-1])
     ay = area_matrices(windows[:, 2], windows[:, 3], size, images.shape[-1])
-    return ay @ images @ ax.transpose(0, 2, 1)
+    result: np.ndarray = ay @ images @ ax.transpose(0, 2, 1)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -490,7 +496,8 @@ def fine_band_coherence(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     weight = np.where(power > FINE_LINE_POWER * power.mean(axis=1, keepdims=True), 0.0, weight)
     cross = ((fq.real * fr.real + fq.imag * fr.imag) * weight).sum(axis=1)
     norm = np.sqrt((power_q * weight).sum(axis=1) * (power_r * weight).sum(axis=1))
-    return (cross / np.maximum(norm, 1e-20)).astype(np.float32)
+    result: np.ndarray = (cross / np.maximum(norm, 1e-20)).astype(np.float32)
+    return result
 
 
 def tile_agreement(q: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -505,7 +512,8 @@ def tile_agreement(q: np.ndarray, r: np.ndarray) -> np.ndarray:
         return standardise(detail.reshape(n, TILES, side, TILES, side).transpose(0, 1, 3, 2, 4))
 
     correlation = (tiled(q) * tiled(r)).sum(axis=(-2, -1)).reshape(n, TILES * TILES)
-    return np.percentile(correlation, TILE_QUANTILE, axis=1).astype(np.float32)
+    result: np.ndarray = np.percentile(correlation, TILE_QUANTILE, axis=1).astype(np.float32)
+    return result
 
 
 @lru_cache(maxsize=4)
@@ -525,7 +533,8 @@ def whole_images(images: np.ndarray, size: int) -> np.ndarray:
     if size == images.shape[-1]:
         return images
     resample = area_matrices(np.zeros(1), np.ones(1), size, images.shape[-1])[0]
-    return resample @ images @ resample.T
+    result: np.ndarray = resample @ images @ resample.T
+    return result
 
 
 def refine_window(query: np.ndarray, ref: np.ndarray, window: np.ndarray, size: int, blur: float,
@@ -585,10 +594,12 @@ def aperiodic_correlation(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     size = q.shape[-2:]
     rest_q = standardise(np.fft.irfft2(np.where(lines, 0, fq), s=size).astype(np.float32))
     rest_r = standardise(np.fft.irfft2(np.where(lines, 0, fr), s=size).astype(np.float32))
-    return (rest_q * rest_r).sum(axis=(1, 2))
+    result: np.ndarray = (rest_q * rest_r).sum(axis=(1, 2))
+    return result
 
 
-def parallel_map(function: Callable, items: Sequence, threads: int, progress: bool, desc: str) -> Iterator:
+def parallel_map(function: Callable[[T], R], items: Sequence[T], threads: int, progress: bool,
+                 desc: str) -> Iterator[R]:
     """`map` over a thread pool, in order, with a progress bar: numpy releases the GIL in its kernels."""
     bar = None
     if progress:

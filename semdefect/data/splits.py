@@ -1,7 +1,7 @@
 """Leak-free splits and a leakage check, for datasets of class folders.
 
-Why: every public SEM defect set we measured has 14-24 % of its val/test images near-duplicated in train, which
-inflates accuracy by many points. `split` keeps each group of near-duplicates (semdefect.duplicates) inside one
+Why: public SEM defect sets hold near-duplicates of their val/test images in train (docs/data-tools.md), which
+inflates accuracy by many points. `split` keeps each group of near-duplicates (semdefect.data.duplicates) inside one
 split; `check` reports what a dataset someone else split gets wrong, leaks first.
 
 A dataset root holds train/, val/, test/ (any of them), each with one folder per class. `split` also takes a
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 SPLIT_PAIRS = ("train-val", "train-test", "val-test")
 REPORT_NAME = "split_report.json"     # written into DST by `split`
 CONFIG_NAME = "split_config.yaml"     # the resolved config, beside it
-RARE_FRACTION = 0.02                  # `check`: an image size or mode held by fewer than this share of images is unusual
+RARE_FRACTION = 0.02                  # `check`: an image size or mode held by fewer than this share of images
+                                      # is unusual
 
 
 @dataclass
@@ -91,13 +92,15 @@ def read_layout(root: Path, want_splits: bool | None) -> Layout:
                                "Use `prepare_dataset.py split` to split a folder of class folders")
         for child in children:
             if child.is_dir() and child.name not in SPLITS:
-                unexpected.append({"path": child.as_posix(), "reason": "folder is not a split (train, val, test): ignored"})
+                unexpected.append({"path": child.as_posix(),
+                                   "reason": "folder is not a split (train, val, test): ignored"})
         for split_dir in split_dirs:
             files += _class_folders(root, split_dir, split_dir.name, unexpected)
     else:
         files = _class_folders(root, root, None, unexpected)
     if not files:
-        raise DatasetError(f"{root}: no image files found in its class folders (extensions {' '.join(IMAGE_EXTENSIONS)})")
+        raise DatasetError(f"{root}: no image files found in its class folders "
+                           f"(extensions {' '.join(IMAGE_EXTENSIONS)})")
     return Layout(root, files, unexpected, bool(want_splits))
 
 
@@ -162,10 +165,10 @@ def scan_files(files: Sequence[ImageFile], settings: DuplicateSettings, max_pixe
 
 def near_duplicates(files: Sequence[ImageFile], settings: DuplicateSettings) -> list[tuple[int, int, float]]:
     """Near-duplicate pairs (i, j, score) among the readable files, as indices into `files`."""
-    readable = [i for i, f in enumerate(files) if f.fp is not None]
+    readable = [(i, f.fp) for i, f in enumerate(files) if f.fp is not None]
     log.info("searching %d images for near-duplicates", len(readable))
-    matches: list[Match] = find_near_duplicates([files[i].fp for i in readable], settings, progress=True)
-    return [(readable[m.a], readable[m.b], m.score) for m in matches]
+    matches: list[Match] = find_near_duplicates([fp for _, fp in readable], settings, progress=True)
+    return [(readable[m.a][0], readable[m.b][0], m.score) for m in matches]
 
 
 def exact_groups(files: Sequence[ImageFile]) -> list[list[int]]:
@@ -219,9 +222,9 @@ def check_dataset(root: Path, cfg: Config) -> dict[str, Any]:
     leaks, within = [], []
     for (a, b), score in sorted(scores.items()):
         fa, fb = files[a], files[b]
-        entry = {"a": _path(layout, fa), "b": _path(layout, fb), "split_a": fa.split, "split_b": fb.split,
-                 "score": round(float(score), 4), "class_a": fa.label, "class_b": fb.label,
-                 "kind": "exact" if (a, b) in same_bytes else "near"}
+        entry: dict[str, Any] = {"a": _path(layout, fa), "b": _path(layout, fb), "split_a": fa.split,
+                                 "split_b": fb.split, "score": round(float(score), 4), "class_a": fa.label,
+                                 "class_b": fb.label, "kind": "exact" if (a, b) in same_bytes else "near"}
         if fa.split != fb.split:
             if SPLITS.index(fa.split) > SPLITS.index(fb.split):
                 entry.update(a=entry["b"], b=entry["a"], split_a=fb.split, split_b=fa.split,
@@ -281,14 +284,14 @@ def leaked_images(leaks: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def unusual_images(layout: Layout, files: Sequence[ImageFile], rare: float) -> dict[str, Any]:
     """Sizes and modes held by few images, and files whose content is not what their extension says."""
-    readable = [f for f in files if f.size is not None]
-    sizes = Counter(f"{f.size[0]}x{f.size[1]}" for f in readable)
-    modes = Counter(f.mode for f in readable)
+    readable = [(f, f.size) for f in files if f.size is not None]
+    sizes = Counter(f"{width}x{height}" for _, (width, height) in readable)
+    modes = Counter(f.mode for f, _ in readable)
     expected_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
     unusual = []
-    for f in readable:
+    for f, (width, height) in readable:
         reasons = []
-        size = f"{f.size[0]}x{f.size[1]}"
+        size = f"{width}x{height}"
         if sizes[size] < rare * len(readable):
             reasons.append(f"size {size} is rare ({sizes[size]} of {len(readable)} images)")
         if modes[f.mode] < rare * len(readable):
@@ -297,8 +300,9 @@ def unusual_images(layout: Layout, files: Sequence[ImageFile], rare: float) -> d
         if wanted and f.format and f.format != wanted:
             reasons.append(f"content is {f.format}, extension says {wanted}")
         if reasons:
-            unusual.append({"path": _path(layout, f), "size": list(f.size), "mode": f.mode, "reasons": reasons})
-    return {"image_sizes": dict(sizes.most_common()), "image_modes": dict(modes.most_common()), "unusual_images": unusual}
+            unusual.append({"path": _path(layout, f), "size": [width, height], "mode": f.mode, "reasons": reasons})
+    return {"image_sizes": dict(sizes.most_common()), "image_modes": dict(modes.most_common()),
+            "unusual_images": unusual}
 
 
 def _path(layout: Layout, f: ImageFile) -> str:
@@ -349,7 +353,8 @@ def split_dataset(src: Path, dst: Path, cfg: Config, link: bool) -> dict[str, An
                                 if i in split_of]),
         "small_classes": small_classes(files, split_of, group_of, ratios),
         "groups": [{"split": split_of[g[0]], "paths": [_path(layout, files[i]) for i in g]} for g in multi],
-        "label_conflicts": [{"classes": sorted({files[i].label for i in g}), "paths": [_path(layout, files[i]) for i in g]}
+        "label_conflicts": [{"classes": sorted({files[i].label for i in g}),
+                             "paths": [_path(layout, files[i]) for i in g]}
                             for g in multi if len({files[i].label for i in g}) > 1],
         "near_duplicates": [{"a": _path(layout, files[a]), "b": _path(layout, files[b]), "score": round(s, 4)}
                             for a, b, s in pairs],
@@ -401,13 +406,13 @@ def assign_splits(labels: Sequence[str], groups: Sequence[int], ratios: Sequence
     shuffled = [order[i] for i in rng.permutation(len(order))]
     shuffled.sort(key=lambda g: -len(members[g]))  # stable: size first, the seeded order within a size
     out = [""] * len(labels)
+
+    def cost(split: str, composition: Counter[str]) -> float:
+        return sum(n * (2 * (count[c][split] - target[c][split]) + n) for c, n in composition.items())
+
     for g in shuffled:
         composition = Counter(labels[i] for i in members[g])
-
-        def cost(split: str) -> float:
-            return sum(n * (2 * (count[c][split] - target[c][split]) + n) for c, n in composition.items())
-
-        best = min(open_splits, key=lambda s: (cost(s), -ratios[names.index(s)], names.index(s)))
+        best = min(open_splits, key=lambda s: (cost(s, composition), -ratios[names.index(s)], names.index(s)))
         for c, n in composition.items():
             count[c][best] += n
         for i in members[g]:
@@ -520,7 +525,8 @@ def format_split(report: dict[str, Any]) -> str:
     lines.append(f"near-duplicate groups kept within one split: {len(report['groups'])} ({grouped} images)")
     lines.append(f"exact duplicates (same bytes): {len(report['exact_duplicates'])} groups")
     if report["label_conflicts"]:
-        lines.append(f"near-duplicate groups with more than one class (label conflicts): {len(report['label_conflicts'])}")
+        lines.append("near-duplicate groups with more than one class (label conflicts): "
+                     f"{len(report['label_conflicts'])}")
     for entry in report["small_classes"]:
         lines.append(f"class '{entry['class']}' is too small to split ({entry['images']} images in "
                      f"{entry['groups']} groups): none in {', '.join(entry['missing_from'])}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,10 +13,14 @@ from semdefect.board.files import atomic_path
 from semdefect.board.metadata import ModelMetadata
 from semdefect.config import Config
 
+if TYPE_CHECKING:  # imported where used: TensorFlow takes seconds to import
+    import keras
+    import onnx
+
 log = logging.getLogger(__name__)
 
 
-def export_onnx(model, metadata: ModelMetadata, path: Path, opset: int = 17) -> None:
+def export_onnx(model: keras.Model, metadata: ModelMetadata, path: Path, opset: int = 17) -> None:
     """Convert with a named dynamic batch dimension, write the metadata, check the graph, save atomically."""
     import onnx
     import tensorflow as tf
@@ -34,7 +39,7 @@ def export_onnx(model, metadata: ModelMetadata, path: Path, opset: int = 17) -> 
         onnx.save(proto, str(tmp))
 
 
-def set_metadata(proto, pairs: dict[str, str]) -> None:
+def set_metadata(proto: onnx.ModelProto, pairs: dict[str, str]) -> None:
     """Replace the model's metadata_props with `pairs` (quantization and other passes may drop them)."""
     del proto.metadata_props[:]
     for key, value in pairs.items():
@@ -62,7 +67,7 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict[str, f
             "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))) if len(reference) else 1.0}
 
 
-def export_and_check(keras_path: Path, onnx_path: Path, cfg: Config) -> dict:
+def export_and_check(keras_path: Path, onnx_path: Path, cfg: Config) -> dict[str, Any]:
     """Export the .keras model to ONNX, then run both on the same preprocessed images of `export.parity_split`:
     the parity report, with `ok` when the largest difference is within `export.parity_atol`."""
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_probabilities

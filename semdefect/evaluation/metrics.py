@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -16,10 +17,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from semdefect.board.files import atomic_path, write_json_atomic, write_text_atomic
 
 
-def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict:
+def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     labels = list(range(len(class_names)))
     present = sorted(set(np.asarray(y_true).tolist()) | set(np.asarray(y_pred).tolist()))
-    result: dict = {"accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))}
+    result: dict[str, Any] = {"accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))}
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=average,
                                                      zero_division=0)
@@ -33,7 +34,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequenc
     return result
 
 
-def format_table(metrics: dict) -> str:
+def format_table(metrics: dict[str, Any]) -> str:
     """Per-class table and the averages, for stdout and the Markdown report."""
     lines = ["| class | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
     for name, row in metrics["per_class"].items():
@@ -44,7 +45,7 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write_reports(metrics: dict, out_dir: Path) -> dict[str, Path]:
+def write_reports(metrics: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """metrics.json, confusion_matrix.png and report.md in `out_dir`; returns them by role."""
     out_dir = Path(out_dir)
     paths = {"metrics": out_dir / "metrics.json", "confusion": out_dir / "confusion_matrix.png",

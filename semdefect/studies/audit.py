@@ -28,6 +28,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -64,7 +65,7 @@ class Verdict:
     source: str = ""            # from the file name's prefix or the manifest; "" when it has none
 
 
-def audit_dataset(cfg: Config) -> dict:
+def audit_dataset(cfg: Config) -> dict[str, Any]:
     """Out-of-fold predictions for the images of `audit.splits` of `data.root`; writes and returns the report."""
     root, acfg, classes = Path(cfg.data.root), cfg.audit, cfg.data.classes
     files = audited_files(root, acfg.splits, classes)
@@ -184,7 +185,7 @@ def margin(v: Verdict, classes: list[str]) -> float:
 
 
 def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: list[str],
-              unreadable: list[ImageFile], scope: list[str], cfg: Config) -> dict:
+              unreadable: list[ImageFile], scope: list[str], cfg: Config) -> dict[str, Any]:
     suspects = sorted((v for v in verdicts if v.suspect), key=lambda v: -margin(v, classes))
     return {
         "dataset": cfg.data.root,
@@ -205,7 +206,7 @@ def summarise(verdicts: list[Verdict], thresholds: dict[str, float], classes: li
     }
 
 
-def by_source(verdicts: list[Verdict], suspects: list[Verdict]) -> dict[str, dict]:
+def by_source(verdicts: list[Verdict], suspects: list[Verdict]) -> dict[str, dict[str, Any]]:
     """Images, suspects and the most frequent disputes of each source ("" for images without one); {} when no
     image has a source."""
     if not any(v.source for v in verdicts):
@@ -216,17 +217,17 @@ def by_source(verdicts: list[Verdict], suspects: list[Verdict]) -> dict[str, dic
             for source in sorted({v.source for v in verdicts})}
 
 
-def disputes(suspects: list[Verdict]) -> list[dict]:
+def disputes(suspects: list[Verdict]) -> list[dict[str, Any]]:
     """How often each (label, model's choice) pair occurs among the suspects, most frequent first."""
     pairs = Counter((v.label, v.predicted) for v in suspects)
     return [{"label": a, "predicted": b, "suspects": n} for (a, b), n in pairs.most_common()]
 
 
-def format_disputes(confusions: list[dict], top: int, sep: str = ", ") -> str:
+def format_disputes(confusions: list[dict[str, Any]], top: int, sep: str = ", ") -> str:
     return sep.join(f"{c['label']} -> {c['predicted']} {c['suspects']}" for c in confusions[:top])
 
 
-def write_outputs(out: Path, report: dict, verdicts: list[Verdict], root: Path, classes: list[str],
+def write_outputs(out: Path, report: dict[str, Any], verdicts: list[Verdict], root: Path, classes: list[str],
                   sheet: int) -> None:
     write_json_atomic(out / "audit.json", report)
     write_text_atomic(out / "audit.csv", verdict_csv(verdicts, classes))
@@ -250,7 +251,7 @@ def verdict_csv(verdicts: list[Verdict], classes: list[str]) -> str:
     return buffer.getvalue()
 
 
-def format_report(report: dict, rows: int = 30) -> str:
+def format_report(report: dict[str, Any], rows: int = 30) -> str:
     lines = [f"Label audit of {report['dataset']} ({', '.join(report['splits'])}): {report['images']} images, "
              f"{report['folds']} folds; out-of-fold accuracy {100 * report['out_of_fold_accuracy']:.1f} %.",
              f"{report['suspects']} suspects: images the model assigns to another class with at least that class's "
@@ -276,7 +277,7 @@ def format_report(report: dict, rows: int = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
-def contact_sheet(root: Path, ranked: list[dict], tile: int = 160, columns: int = 6) -> Image.Image:
+def contact_sheet(root: Path, ranked: list[dict[str, Any]], tile: int = 160, columns: int = 6) -> Image.Image:
     """The suspects side by side, each captioned 'rank: label -> model's choice p'."""
     caption = 14
     rows = -(-len(ranked) // columns)

@@ -17,7 +17,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,7 @@ def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(samples, q) * 1000)
 
 
-def interleaved(runners: dict[str, callable], rounds: int, warmup: int = 10) -> dict[str, list[float]]:
+def interleaved(runners: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 10) -> dict[str, list[float]]:
     """Time each runner once per round, in turn; returns seconds per call by name."""
     for _ in range(warmup):
         for run in runners.values():
@@ -44,14 +46,14 @@ def interleaved(runners: dict[str, callable], rounds: int, warmup: int = 10) -> 
     return times
 
 
-def onnx_runner(path: Path, threads: int, batch: np.ndarray):
+def onnx_runner(path: Path, threads: int, batch: np.ndarray) -> Callable[[], np.ndarray]:
     from semdefect.board.runtime import OnnxClassifier
 
     classifier = OnnxClassifier(path, threads=threads)
     return lambda: classifier.predict(batch)
 
 
-def keras_runner(path: Path, batch: np.ndarray):
+def keras_runner(path: Path, batch: np.ndarray) -> Callable[[], np.ndarray]:
     from semdefect.training.model import KerasClassifier
 
     classifier = KerasClassifier(path)
@@ -80,8 +82,8 @@ def folder_pipeline(path: Path, images: list[Path], arrays: np.ndarray, batch_si
     from semdefect.board.runtime import OnnxClassifier
 
     classifier = OnnxClassifier(path)  # the raw session: default options
-    for start in range(0, min(len(arrays), 4 * batch_size), batch_size):  # warm-up
-        classifier.predict(arrays[start:start + batch_size])
+    for first in range(0, min(len(arrays), 4 * batch_size), batch_size):  # warm-up
+        classifier.predict(arrays[first:first + batch_size])
     start = time.perf_counter()
     for i in range(0, len(arrays), batch_size):
         classifier.predict(arrays[i:i + batch_size])
@@ -94,7 +96,7 @@ def folder_pipeline(path: Path, images: list[Path], arrays: np.ndarray, batch_si
             "ratio": pipeline / raw}
 
 
-def profile_nodes(path: Path, image: np.ndarray, runs: int = 200) -> list[dict]:
+def profile_nodes(path: Path, image: np.ndarray, runs: int = 200) -> list[dict[str, Any]]:
     """Median time per graph node at batch 1 and one thread, from onnxruntime's profiler, slowest first."""
     import tempfile
 
@@ -120,14 +122,14 @@ def profile_nodes(path: Path, image: np.ndarray, runs: int = 200) -> list[dict]:
     return sorted(rows, key=lambda row: -row["median_us"])
 
 
-def format_profile(name: str, rows: list[dict], top: int = 8) -> str:
+def format_profile(name: str, rows: list[dict[str, Any]], top: int = 8) -> str:
     total = sum(row["median_us"] for row in rows)
     lines = [f"{name}: {total:.0f} us in {len(rows)} nodes (median per node, batch 1, 1 thread); slowest:"]
     lines += [f"  {row['median_us']:7.1f} us  {row['op']:<16} {row['node']}" for row in rows[:top]]
     return "\n".join(lines)
 
 
-def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> dict:
+def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> dict[str, Any]:
     """INT8 against FP32: top-1 agreement over every image of `x`, and both accuracies on a labelled test folder."""
     from semdefect.board.runtime import OnnxClassifier
     from semdefect.evaluation.scoring import load_eval_data, predict_probabilities
@@ -146,7 +148,7 @@ def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> 
 
 
 def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int,
-              test_data: Path | None = None, profile: bool = False) -> dict:
+              test_data: Path | None = None, profile: bool = False) -> dict[str, Any]:
     from semdefect.board.images import load_image
     from semdefect.board.runtime import OnnxClassifier
 
@@ -155,7 +157,7 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
     pool = images[:64]
     batch64 = np.concatenate([pool] * (64 // len(pool) + 1))[:64]
     one = pool[:1]
-    result: dict = {"rounds": rounds, "models": {}}
+    result: dict[str, Any] = {"rounds": rounds, "models": {}}
     for name, path in models.items():
         result["models"][name] = {"path": str(path), "size_mb": path.stat().st_size / 1e6}
     for threads in (1, 2):
@@ -189,13 +191,14 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
         repeats = pipeline_images // len(image_files) + 1
         files = (image_files * repeats)[:pipeline_images]
         arrays = np.concatenate([images] * repeats)[:pipeline_images]
-        target = models.get("int8") or models.get("fp32")
+        target = models.get("int8") or models["fp32"]  # the command refuses a run with neither
         result["folder_pipeline"] = folder_pipeline(target, files, arrays, batch_size=32)
     return result
 
 
-def format_table(result: dict) -> str:
-    lines = ["| model | size MB | b1 p50 ms 1t | b1 p95 ms 1t | b1 p50 ms 2t | b1 p95 ms 2t | b64 img/s | cold start s |",
+def format_table(result: dict[str, Any]) -> str:
+    lines = ["| model | size MB | b1 p50 ms 1t | b1 p95 ms 1t | b1 p50 ms 2t | b1 p95 ms 2t | b64 img/s "
+             "| cold start s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in result["models"].items():
         if name == "keras":
@@ -212,7 +215,8 @@ def format_table(result: dict) -> str:
         a = result["agreement"]
         line = f"INT8 top-1 agreement with FP32: {100 * a['top1_agreement']:.1f} % of {a['images']} images"
         if "accuracy_drop_points" in a:
-            line += (f"; test accuracy FP32 {100 * a['fp32_test_accuracy']:.1f} %, INT8 {100 * a['int8_test_accuracy']:.1f} %"
+            line += (f"; test accuracy FP32 {100 * a['fp32_test_accuracy']:.1f} %, "
+                     f"INT8 {100 * a['int8_test_accuracy']:.1f} %"
                      f" (drop {a['accuracy_drop_points']:.1f} points, {a['test_images']} images)")
         lines.append(line)
     if "folder_pipeline" in result:

@@ -21,8 +21,10 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +34,8 @@ from semdefect.config import Config
 from semdefect.data.dataset import SPLITS, list_labelled_files, split_folder
 
 log = logging.getLogger(__name__)
+
+SourceOf = Callable[[Path], str | None]  # an image's path -> its source's name, None when it has none
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Row:
     few_shot: int = 0  # training images per shared class taken from the test sources' train split
 
 
-def source_lookup(cfg: Config):
+def source_lookup(cfg: Config) -> SourceOf:
     """A function path -> source name (or None), from the manifest if given, else from the file-name prefixes."""
     ccfg, root = cfg.crosscheck, Path(cfg.data.root)
     if ccfg.manifest:
@@ -73,7 +77,7 @@ def protocol_rows(sources: list[str], few_shot: tuple[int, ...] | list[int] = ()
     return rows
 
 
-def make_view(cfg: Config, row: Row, source_of, folder: Path, shared: set[str]) -> tuple[Path, int]:
+def make_view(cfg: Config, row: Row, source_of: SourceOf, folder: Path, shared: set[str]) -> tuple[Path, int]:
     """A dataset folder of symlinks holding only the row's images; returns it and its number of test images.
     The folder is rebuilt from scratch, so links left by an earlier protocol on other images go.
 
@@ -119,21 +123,22 @@ def view_fingerprint(view: Path) -> str:
     return digest.hexdigest()
 
 
-def run_settings(run_cfg: Config, images: str) -> dict:
+def run_settings(run_cfg: Config, images: str) -> dict[str, Any]:
     """What decides a run's result: the sections training and scoring read, and the view's images. Not where the view
     and the model are (`images` says what the view holds), so a moved `crosscheck.out` keeps its runs. JSON-normal,
     so a saved copy compares equal."""
     sections = run_cfg.to_dict()
-    settings = json.loads(json.dumps({key: sections[key] for key in ("data", "model", "train")} | {"images": images}))
+    settings: dict[str, Any] = json.loads(json.dumps({key: sections[key] for key in ("data", "model", "train")}
+                                                     | {"images": images}))
     del settings["data"]["root"], settings["train"]["output"]
     return settings
 
 
-def finished_run(run_dir: Path, settings: dict) -> dict | None:
+def finished_run(run_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The metrics of a run in `run_dir` that finished with these settings, else None."""
     try:
         saved = json.loads((run_dir / "run.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics: dict[str, Any] = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
     return metrics if saved == settings else None
@@ -149,7 +154,7 @@ def few_shot_sample(files: list[tuple[Path, int]], k: int) -> list[tuple[Path, i
     return chosen
 
 
-def classes_by_source(cfg: Config, source_of, sources: list[str]) -> dict[str, set[str]]:
+def classes_by_source(cfg: Config, source_of: SourceOf, sources: list[str]) -> dict[str, set[str]]:
     """Which classes each source has any training image of."""
     root, classes = Path(cfg.data.root), cfg.data.classes
     found: dict[str, set[str]] = {s: set() for s in sources}
@@ -162,7 +167,7 @@ def classes_by_source(cfg: Config, source_of, sources: list[str]) -> dict[str, s
     return found
 
 
-def run_protocol(cfg: Config) -> dict:
+def run_protocol(cfg: Config) -> dict[str, Any]:
     """Train and score every row with every seed; returns the results (also written as JSON and Markdown)."""
     import keras
 
@@ -178,7 +183,7 @@ def run_protocol(cfg: Config) -> dict:
     have = classes_by_source(cfg, source_of, sources)
     shared = set.intersection(*have.values())
     out = Path(cfg.crosscheck.out)
-    results = {"sources": sources, "shared_classes": sorted(shared, key=cfg.data.classes.index),
+    results: dict[str, Any] = {"sources": sources, "shared_classes": sorted(shared, key=cfg.data.classes.index),
                "seeds": cfg.crosscheck.seeds, "rows": []}
     for row in protocol_rows(sources, cfg.crosscheck.few_shot):
         view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
@@ -216,7 +221,7 @@ def run_protocol(cfg: Config) -> dict:
     return results
 
 
-def summarise(row: Row, runs: list[dict], n_test: int) -> dict:
+def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, Any]:
     accuracy = np.array([m["accuracy"] for m in runs])
     f1 = np.array([m["f1_macro"] for m in runs])
     recall = {c: float(np.mean([m["per_class"][c]["recall"] for m in runs]))
@@ -228,7 +233,7 @@ def summarise(row: Row, runs: list[dict], n_test: int) -> dict:
             "recall_per_class": recall}
 
 
-def format_table(results: dict) -> str:
+def format_table(results: dict[str, Any]) -> str:
     classes = [c for c in results["shared_classes"]]
     lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Leave-one-source-out rows test on the classes "
              f"both sources have ({', '.join(classes)}).", "",
@@ -236,7 +241,8 @@ def format_table(results: dict) -> str:
              "|---|---:|---:|---:|" + "---:|" * len(classes)]
     for r in results["rows"]:
         recalls = " | ".join(f"{r['recall_per_class'][c]:.2f}" if c in r["recall_per_class"] else "-" for c in classes)
-        lines.append(f"| {r['name']} | {r['test_images']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
+        lines.append(f"| {r['name']} | {r['test_images']} | "
+                     f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
                      f"| {r['f1_macro_mean']:.3f} | {recalls} |")
     lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %."]
     lines += [f"With {k} labelled training images per class of the held-out source: {100 * accuracy:.1f} % (mean)."

@@ -35,7 +35,8 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, zoom: float = 1.0,
     if noise_std > 0:
         sigma = (noise_std * rng.random((n, 1, 1, 1))).astype(np.float32)
         x = x + sigma * rng.standard_normal(x.shape, dtype=np.float32)
-    return np.clip(x, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(x, 0.0, 1.0)
+    return clipped
 
 
 def zoom_batch(x: np.ndarray, rng: np.random.Generator, zoom: float) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The reference model of the design is built exactly: Conv 16/32/64 (3x3, ReLU, 'valid') each followed by
 2x2 max-pooling, then Flatten -> Dense 128 -> Dense n softmax. `head: gap` swaps Flatten for global average
-pooling (33 k instead of 1.63 M parameters at width 1), `head: gmp` for global max pooling. Input is already scaled to [0, 1] by `images.load_image`.
+pooling (33 k instead of 1.63 M parameters at width 1), `head: gmp` for global max pooling. Input is already
+scaled to [0, 1] by `images.load_image`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the user's terminal
 
 import keras
+import numpy as np
 
 from semdefect.board.errors import ConfigError, ModelError
 from semdefect.board.files import atomic_path
@@ -84,7 +86,8 @@ def load_model(path: Path, compile: bool = False) -> tuple[keras.Model, ModelMet
             pairs = json.loads(archive.read(KERAS_MEMBER)) if KERAS_MEMBER in archive.namelist() else None
         model = keras.models.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many kinds for a damaged archive; all mean "cannot load"
-        raise ModelError(f"{path}: cannot load Keras model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ModelError(f"{path}: cannot load Keras model: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if pairs is None:
         raise ModelError(f"{path}: no {KERAS_MEMBER} inside; not a model written by semdefect's train_model.py")
     return model, ModelMetadata.from_strings(pairs, path)
@@ -97,5 +100,6 @@ class KerasClassifier(Classifier):
         self.path = Path(path)
         self.model, self.metadata = load_model(self.path)
 
-    def predict(self, batch):
-        return self.model.predict_on_batch(batch)
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        probabilities: np.ndarray = self.model.predict_on_batch(batch)
+        return probabilities

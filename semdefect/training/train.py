@@ -13,6 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -29,7 +30,7 @@ from semdefect.training.model import build_from_config, load_model, save_model
 log = logging.getLogger(__name__)
 
 
-class BatchSequence(keras.utils.PyDataset):
+class BatchSequence(keras.utils.PyDataset):  # type: ignore[misc]  # keras has no type information
     """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, zoom: float = 1.0):
@@ -46,7 +47,7 @@ class BatchSequence(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         xb, yb = self.x[idx], self.y[idx]
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -86,7 +87,7 @@ class RunPaths:
         return self.model.parent / "logs"
 
 
-class Checkpointer(keras.callbacks.Callback):
+class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]  # keras has no type information
     """After every epoch: keep the best weights (by val accuracy), write checkpoints, stop early.
 
     `last.keras` (with optimizer state) and `state.json` let `train.resume=true` continue where a killed
@@ -94,7 +95,7 @@ class Checkpointer(keras.callbacks.Callback):
     """
 
     def __init__(self, paths: RunPaths, metadata: ModelMetadata, sequence: BatchSequence, patience: int,
-                 state: dict | None = None):
+                 state: dict[str, Any] | None = None):
         super().__init__()
         self.paths, self.metadata, self.sequence, self.patience = paths, metadata, sequence, patience
         state = state or {}
@@ -103,10 +104,10 @@ class Checkpointer(keras.callbacks.Callback):
         self.best_epoch = state.get("best_epoch", -1)
         self.best_weights = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.sequence.set_epoch(epoch)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         accuracy = (logs or {}).get("val_accuracy")
@@ -176,7 +177,7 @@ def train(cfg: Config) -> dict[str, Path]:
 
 
 def resume_or_build(cfg: Config, paths: RunPaths, metadata: ModelMetadata,
-                    steps_per_epoch: int) -> tuple[keras.Model, dict | None]:
+                    steps_per_epoch: int) -> tuple[keras.Model, dict[str, Any] | None]:
     """A compiled model: from the last checkpoint when resuming (and one exists), else freshly built."""
     last, state_file = paths.checkpoints / "last.keras", paths.checkpoints / "state.json"
     tcfg = cfg.train
@@ -194,7 +195,8 @@ def resume_or_build(cfg: Config, paths: RunPaths, metadata: ModelMetadata,
     if tcfg.init_from:
         start_from(model, Path(tcfg.init_from), metadata)
     learning_rate = tcfg.learning_rate
-    if tcfg.lr_schedule == "cosine":  # decays to zero over the full run; early stopping (fit_on=train) may end it sooner
+    if tcfg.lr_schedule == "cosine":
+        # decays to zero over the full run; early stopping (fit_on=train) may end it sooner
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, tcfg.epochs * steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.CategoricalCrossentropy(),
                   metrics=["accuracy"])
@@ -219,7 +221,8 @@ def start_from(model: keras.Model, path: Path, metadata: ModelMetadata) -> None:
 
 
 def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.eye(num_classes, dtype=np.float32)[labels]
+    encoded: np.ndarray = np.eye(num_classes, dtype=np.float32)[labels]
+    return encoded
 
 
 def warn_missing_classes(train_set: LoadedSplit, classes: list[str]) -> None:
