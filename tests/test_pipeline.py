@@ -144,6 +144,7 @@ def test_evaluate_any_model_through_the_same_code(trained, key, tmp_path, capsys
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_images"] == 20 and np.array(metrics["confusion_matrix"]).sum() == 20
     assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "report.md").is_file()
+    assert (tmp_path / "reliability.png").is_file() and 0 <= metrics["ece"] <= 1
     assert "accuracy" in capsys.readouterr().out
 
 

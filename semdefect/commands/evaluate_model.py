@@ -27,16 +27,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_model(args: argparse.Namespace, cfg: Config) -> int:
+    from semdefect.evaluation.calibration import reliability_bins
     from semdefect.evaluation.metrics import format_table, write_reports
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
 
     classifier = load_classifier(args.model or Path(cfg.train.output))
     loaded = load_eval_data(args.data or Path(cfg.data.root), args.split or cfg.evaluate.split,
                             classifier.class_names, classifier.prep)
-    metrics, _ = score(classifier, loaded, cfg.evaluate.batch_size)
-    written = write_reports(metrics, args.out or Path(cfg.evaluate.out))
+    metrics, probabilities = score(classifier, loaded, cfg.evaluate.batch_size)
+    written = write_reports(metrics, args.out or Path(cfg.evaluate.out), reliability_bins(probabilities, loaded.y))
     print(format_table(metrics))
     print(f"accuracy {metrics['accuracy']:.2%} on {metrics['n_images']} images "
-          f"(macro F1 {metrics['f1_macro']:.3f}) - {metrics['model']}")
+          f"(macro F1 {metrics['f1_macro']:.3f}, ECE {metrics['ece']:.3f}) - {metrics['model']}")
     print_summary("evaluate_model.py wrote", written)
     return 0

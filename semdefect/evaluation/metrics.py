@@ -1,8 +1,9 @@
 """Classification metrics, the confusion matrix and the report files (no TensorFlow).
 
 `metrics.json` keys are a contract (DESIGN.md): accuracy, precision/recall/F1 macro and weighted, n_images,
-class_names, confusion_matrix (rows = true class), per_class, model, data. Macro averages are over the classes
-present in the evaluated data (a class with no true image and no prediction says nothing about the model).
+class_names, confusion_matrix (rows = true class), per_class, model, data; and `ece` (evaluation.calibration).
+Macro averages are over the classes present in the evaluated data (a class with no true image and no prediction
+says nothing about the model).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from semdefect.board.files import atomic_path, write_json_atomic, write_text_atomic
+from semdefect.evaluation.calibration import ReliabilityBin, plot_reliability
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
@@ -45,21 +47,23 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(metrics: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """metrics.json, confusion_matrix.png and report.md in `out_dir`; returns them by role."""
+def write_reports(metrics: dict[str, Any], out_dir: Path, reliability: list[ReliabilityBin]) -> dict[str, Path]:
+    """metrics.json, confusion_matrix.png, reliability.png and report.md in `out_dir`; returns them by role."""
     out_dir = Path(out_dir)
     paths = {"metrics": out_dir / "metrics.json", "confusion": out_dir / "confusion_matrix.png",
-             "report": out_dir / "report.md"}
+             "reliability": out_dir / "reliability.png", "report": out_dir / "report.md"}
     write_json_atomic(paths["metrics"], metrics)
-    plot_confusion(metrics["confusion_matrix"], metrics["class_names"], paths["confusion"],
-                   title=f"{Path(metrics['model']).name} on {metrics['data']}")
+    title = f"{Path(metrics['model']).name} on {metrics['data']}"
+    plot_confusion(metrics["confusion_matrix"], metrics["class_names"], paths["confusion"], title=title)
+    plot_reliability(reliability, paths["reliability"], title=f"{title}: ECE {metrics['ece']:.3f}")
     write_text_atomic(paths["report"], "\n".join([
         f"# Evaluation of `{metrics['model']}`", "",
         f"Data: `{metrics['data']}`, {metrics['n_images']} images.", "",
         f"**Accuracy {metrics['accuracy']:.2%}**, macro F1 {metrics['f1_macro']:.3f}, "
-        f"weighted F1 {metrics['f1_weighted']:.3f}.", "",
+        f"weighted F1 {metrics['f1_weighted']:.3f}. Expected calibration error {metrics['ece']:.3f} "
+        "(top label, 15 bins).", "",
         format_table(metrics), "",
-        "![confusion matrix](confusion_matrix.png)", ""]))
+        "![confusion matrix](confusion_matrix.png) ![reliability](reliability.png)", ""]))
     return paths
 
 

@@ -12,6 +12,7 @@ from semdefect.board.errors import ModelError
 from semdefect.board.images import Preprocess
 from semdefect.board.runtime import Classifier
 from semdefect.data.dataset import LoadedSplit, load_folder, resolve_eval_folder
+from semdefect.evaluation.calibration import expected_calibration_error
 from semdefect.evaluation.metrics import compute_metrics
 
 
@@ -42,9 +43,11 @@ def load_eval_data(data: Path, split: str, class_names: Sequence[str], prep: Pre
 
 
 def score(classifier: Classifier, loaded: LoadedSplit, batch_size: int = 64) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics (the metrics.json contract) and the probabilities of every image."""
+    """Metrics (the metrics.json contract, with the expected calibration error) and the probabilities of every
+    image."""
     probabilities = predict_probabilities(classifier, loaded.x, batch_size)
     metrics = compute_metrics(loaded.y, probabilities.argmax(axis=1), classifier.class_names)
     metrics["model"] = str(classifier.path)
     metrics["data"] = str(loaded.folder)
+    metrics["ece"] = expected_calibration_error(probabilities, loaded.y)
     return metrics, probabilities
