@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from semdefect.evaluation.calibration import expected_calibration_error, reliability_bins
 from semdefect.evaluation.metrics import compute_metrics, format_table, write_reports
 
 CONTRACT_KEYS = {"accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
@@ -23,9 +24,12 @@ def test_metrics_match_a_hand_count():
 
 
 def test_reports_hold_the_contract(tmp_path):
-    m = compute_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
-    m.update(model="m.onnx", data="d/test")
-    paths = write_reports(m, tmp_path / "eval")
-    assert set(json.loads(paths["metrics"].read_text())) == CONTRACT_KEYS
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    labels = np.array([0, 1, 1])
+    m = compute_metrics(labels, probabilities.argmax(axis=1), ["a", "b"])
+    m.update(model="m.onnx", data="d/test", ece=expected_calibration_error(probabilities, labels))
+    paths = write_reports(m, tmp_path / "eval", reliability_bins(probabilities, labels))
+    assert set(json.loads(paths["metrics"].read_text())) == CONTRACT_KEYS | {"ece"}
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["reliability"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| a |" in paths["report"].read_text() and "| a |" in format_table(m)
