@@ -204,7 +204,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def load_config(config_file: Path | None = None, overrides: list[str] | None = None) -> Config:
     """The defaults, then `config_file`'s keys, then the overrides; validated."""
     keys = schema()
-    values = {dotted: value for dotted, value in flatten(read_yaml(DEFAULT_CONFIG)).items()}
+    values = flatten(read_yaml(DEFAULT_CONFIG))
     if set(values) != set(keys):  # the package's own files disagree: a bug, not a user's mistake
         raise RuntimeError(f"{DEFAULT_CONFIG} and the config schema differ: {sorted(set(values) ^ set(keys))}")
     if config_file is not None:
