@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint bench crosscheck audit clean
+.PHONY: demo test test-fast lint bench crosscheck openset audit clean
 
 $(VENV)/installed: requirements.txt requirements-edge.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
@@ -38,6 +38,10 @@ bench: $(VENV)/installed
 CROSSCHECK_DATA ?= ../shared/data/sem-public
 crosscheck: $(VENV)/installed
 	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) $(CROSSCHECK_ARGS)
+
+# The open-set protocol: leave one class out of training, measure how the review bin flags it (docs/review.md).
+openset: $(VENV)/installed
+	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) crosscheck.leave_out=classes crosscheck.out=models/openset $(CROSSCHECK_ARGS)
 
 # Images whose label the model disputes (out-of-fold predictions; five trainings) on the same real images.
 audit: $(VENV)/installed

@@ -108,6 +108,14 @@ class Train:
 
 
 @dataclass
+class Review:
+    holdout: float = key(low=0.0, high=0.5)
+    target: str = key(choices=("accuracy", "coverage"))
+    accuracy: float = key(low=0.01, high=1.0)
+    coverage: float = key(low=0.01, high=1.0)
+
+
+@dataclass
 class Evaluate:
     split: str = key(choices=SPLIT_NAMES)
     batch_size: int = key(low=1)
@@ -157,6 +165,7 @@ class Crosscheck:
     manifest_column: str = key()
     seeds: list[int] = key(check=seed_list)
     few_shot: list[int] = key(check=few_shot_list)
+    leave_out: str = key(choices=("sources", "classes"))
     out: str = key()
     reuse: bool = key()
 
@@ -168,6 +177,7 @@ class Config:
     data: Data
     model: Model
     train: Train
+    review: Review
     evaluate: Evaluate
     export: Export
     quantize: Quantize

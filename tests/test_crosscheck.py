@@ -1,6 +1,7 @@
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,28 @@ def test_a_run_is_kept_only_on_the_same_images(tiny_dataset, tmp_path):
 def test_one_source_only_exits_2(tiny_dataset, tmp_path, capsys):
     code = crosscheck.main([f"data.root={tiny_dataset}", "crosscheck.sources=[zz_]", f"crosscheck.out={tmp_path}"])
     assert code == 2 and "leave-one-source-out needs two or more" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains a model per left-out class
+def test_open_set_protocol_leaves_each_class_out(tiny_dataset, tmp_path):
+    data = two_source_copy(tiny_dataset, tmp_path / "data")
+    out = tmp_path / "openset"
+    classes = ["Bridge", "crack", "via"]
+    for split in ("train", "val", "test"):  # three classes keep the protocol to three small trainings
+        for folder in (data / split).iterdir():
+            if folder.name not in classes:
+                shutil.rmtree(folder)
+    args = [f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1", "data.classes=[" +
+            ",".join(classes) + "]", "crosscheck.leave_out=classes", "crosscheck.seeds=[1]", f"crosscheck.out={out}"]
+    assert crosscheck.main(args) == 0
+    results = json.loads((out / "crosscheck.json").read_text())
+    assert [r["unknown_class"] for r in results["rows"]] == classes
+    for row in results["rows"]:
+        view = out / "views" / f"without_{row['unknown_class']}"
+        assert not list(view.glob(f"*/{row['unknown_class']}/*"))  # never trained or tested on as known
+        assert row["unknown_images"] == len(list((data / "test" / row["unknown_class"]).iterdir()))
+        assert 0 <= row["auroc_mean"] <= 1 and 0 <= row["unknown_to_review_mean"] <= 1
+        run = json.loads((out / "runs" / f"without_{row['unknown_class']}" / "seed1" / "metrics.json").read_text())
+        assert run["class_names"] == [c for c in classes if c != row["unknown_class"]]
+    assert results["mean_auroc"] == pytest.approx(sum(r["auroc_mean"] for r in results["rows"]) / 3)
+    assert "| crack |" in (out / "crosscheck.md").read_text()

@@ -27,7 +27,8 @@ def test_training_writes_the_model_and_its_records(trained):
                  "checkpoints/last.keras", "checkpoints/best.keras", "checkpoints/state.json"):
         assert (out / name).is_file(), name
     history = json.loads((out / "sem_cnn.history.json").read_text())
-    assert len(history["history"]["loss"]) == 1 and history["train_images"] == 80  # train and val (train.fit_on)
+    # train and val (train.fit_on), but for one image of each class held out to fit the review bin (review.holdout)
+    assert len(history["history"]["loss"]) == 1 and history["train_images"] == 70 and len(history["held_out"]) == 10
     assert not list(out.glob("**/*.tmp*"))  # nothing half-written left behind
 
 
@@ -132,7 +133,7 @@ def test_training_and_board_paths_feed_identical_arrays(trained):
     seen = []
     original = board.predict
     board.predict = lambda batch: (seen.append(batch.copy()), original(batch))[1]
-    list(classify(board, train_set.paths[:5], batch_size=5))
+    list(classify(board, train_set.paths[:5], None, batch_size=5))
     assert board.prep == cfg.data.preprocess()
     np.testing.assert_array_equal(seen[0], train_set.x[:5])
 
@@ -188,7 +189,7 @@ def test_infer_writes_a_row_per_image_with_error_rows(trained, tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["path", "label", "confidence", "top3", "status", "error"]
+    assert list(rows[0]) == ["path", "label", "confidence", "top3", "status", "error", "decision", "score"]
     assert len(rows) == len(images) + 2
     by_name = {row["path"].split("/")[-1]: row for row in rows}
     assert by_name["broken.png"]["status"] == "error" and "broken.png" in by_name["broken.png"]["error"]
@@ -196,6 +197,10 @@ def test_infer_writes_a_row_per_image_with_error_rows(trained, tmp_path):
     ok = [row for row in rows if row["status"] == "ok"]
     assert len(ok) == len(images) and all(row["label"] in CLASS_NAMES for row in ok)
     assert all(len(row["top3"].split()) == 3 and 0 < float(row["confidence"]) <= 1 for row in ok)
+    threshold = OnnxClassifier(trained["int8"]).threshold
+    assert threshold is not None
+    assert all(row["decision"] == ("accept" if float(row["score"]) >= threshold - 1e-4 else "review") for row in ok)
+    assert all(row["decision"] == row["score"] == "" for row in rows if row["status"] == "error")
 
 
 def test_infer_json_output_and_exit_0_when_all_succeed(trained, tmp_path, capsys):

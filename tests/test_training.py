@@ -77,7 +77,8 @@ def test_fit_on_train_and_val_trains_on_both_and_keeps_the_last_epoch(tiny_datas
         "train.augment=false", f"train.output={out}"]
     assert train_model.main(overrides) == 0
     record = json.loads(out.with_suffix(".history.json").read_text())
-    assert record["train_images"] == 80 and record["val_images"] == 20  # 60 train + 20 val images trained on
+    # 60 train + 20 val images, less one per class held out for the review bin
+    assert record["train_images"] == 70 and record["val_images"] == 20 and len(record["held_out"]) == 10
     assert record["best_epoch"] == 3 and record["best_val_accuracy"] is None  # patience 1 cannot stop it early
     assert not any(key.startswith("val_") for key in record["history"])
     last, _ = load_model(out.parent / "checkpoints" / "last.keras")

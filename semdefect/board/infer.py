@@ -2,13 +2,17 @@
 
 Class names and preprocessing come from the model's metadata. Takes files and folders (searched recursively);
 prints a line per image and optionally writes every row to CSV or JSON (columns path,label,confidence,top3,
-status,error). Exit 0 when every image was classified, 1 when some could not be read, 2 for bad usage or model.
+status,error,decision,score). `decision` is accept, or review when the image's review score is below the model's
+review threshold (`--review-threshold` overrides it); a model without a review bin accepts every image.
+Exit 0 when every image was classified, 1 when some could not be read, 2 for bad usage or model.
 
 usage: python infer_onnx.py --model models/sem_cnn.int8.onnx PATH [PATH ...] [--output results.csv]
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +23,8 @@ from .files import find_images
 from .inference import Row, classify, error_row, format_top3, write_rows
 from .runtime import OnnxClassifier
 
+log = logging.getLogger(__name__)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser(__doc__)
@@ -27,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write all rows to this .csv or .json file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per session run (default 32)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: one per core)")
+    parser.add_argument("--review-threshold", type=float, metavar="X",
+                        help="send images whose review score is below X to review (default: the model's threshold)")
     parser.add_argument("--quiet", action="store_true", help="no line per image: a progress bar and the summary")
     args = parser.parse_args(argv)
     setup_logging()
@@ -36,17 +44,24 @@ def main(argv: list[str] | None = None) -> int:
             raise SemdefectError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.output and args.output.suffix.lower() not in (".csv", ".json"):
             raise SemdefectError(f"--output {args.output}: use a .csv or .json file name")
+        if args.review_threshold is not None and not math.isfinite(args.review_threshold):
+            raise SemdefectError(f"--review-threshold must be a number, got {args.review_threshold}")
         classifier = OnnxClassifier(args.model, threads=args.threads, spin=False)  # decoding shares the cores
+        threshold = classifier.threshold if args.review_threshold is None else args.review_threshold
+        if classifier.metadata.review is None and args.review_threshold is None:
+            log.info("%s has no review bin (trained before it, or with review.holdout=0): every image is "
+                     "accepted; score is the uncalibrated confidence", args.model)
         images, problems = find_images(args.paths)
         rows = [error_row(path, f"{path}: {reason}") for path, reason in problems]
-        rows += run_and_print(classify(classifier, images, args.batch_size), len(images), args.quiet)
+        rows += run_and_print(classify(classifier, images, threshold, args.batch_size), len(images), args.quiet)
         for row in rows[: len(problems)]:
             print(f"{row.path}\tERROR\t{row.error}", file=sys.stderr)
         if args.output:
             write_rows(rows, args.output)
         failed = sum(row.status == "error" for row in rows)
-        print(f"{len(rows) - failed} image(s) classified, {failed} error(s)"
-              + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+        review = sum(row.decision == "review" for row in rows)
+        print(f"{len(rows) - failed} image(s) classified ({len(rows) - failed - review} accept, {review} review), "
+              f"{failed} error(s)" + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
         return EXIT_CHECK_FAILED if failed else 0
 
     return run_stage(body)
@@ -62,7 +77,8 @@ def run_and_print(results: Iterable[Row], total: int, quiet: bool) -> list[Row]:
     for row in results:
         rows.append(row)
         if not quiet:
-            print(f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}" if row.status == "ok"
+            print(f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}\t{row.decision}"
+                  if row.status == "ok"
                   else f"{row.path}\tERROR\t{row.error}", flush=True)
     return rows
 

@@ -2,7 +2,8 @@
 
 Files are decoded and preprocessed by a small thread pool while the session runs the previous batch
 (Pillow and onnxruntime both release the GIL), so the board's cores work together. An unreadable file
-becomes an error row; it never stops the batch.
+becomes an error row; it never stops the batch. Each row says whether the model's answer can be taken (`decision`
+accept) or should go to a person (review), from its review score and the threshold (board/review.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 from .errors import ImageError
 from .files import write_json_atomic, write_text_atomic
 from .images import load_image
-from .runtime import OnnxClassifier, top_k
+from .review import decisions
+from .runtime import Classifier, top_k
 
-COLUMNS = ("path", "label", "confidence", "top3", "status", "error")
+COLUMNS = ("path", "label", "confidence", "top3", "status", "error", "decision", "score")
 
 
 @dataclass
@@ -35,15 +37,18 @@ class Row:
     top3: list[tuple[str, float]] | None = None
     status: str = "ok"
     error: str = ""
+    decision: str = ""  # accept | review; empty on an error row
+    score: float | None = None
 
 
 def error_row(path: Path, reason: str) -> Row:
     return Row(str(path), status="error", error=reason)
 
 
-def classify(classifier: OnnxClassifier, paths: Sequence[Path], batch_size: int = 32,
+def classify(classifier: Classifier, paths: Sequence[Path], threshold: float | None, batch_size: int = 32,
              workers: int = 2, ahead: int = 2) -> Iterator[Row]:
-    """Yield one row per path, in order.
+    """Yield one row per path, in order; an image whose review score is below `threshold` gets decision review
+    (None: every image is accepted).
 
     The pool decodes up to `ahead` batches beyond the one the session is running, so decoding and inference
     overlap instead of taking turns.
@@ -66,15 +71,16 @@ def classify(classifier: OnnxClassifier, paths: Sequence[Path], batch_size: int 
                 queued.append((following, [pool.submit(load, p) for p in following]))
             loaded = [future.result() for future in futures]
             good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
-            probabilities: np.ndarray | list[np.ndarray] = (
-                classifier.predict(np.stack([loaded[i] for i in good])) if good else [])
-            by_index = dict(zip(good, probabilities))
+            probabilities, scores = (classifier.predict_scored(np.stack([loaded[i] for i in good])) if good
+                                     else (np.empty((0, 0)), np.empty(0)))
+            by_index = dict(zip(good, zip(probabilities, scores, decisions(scores, threshold))))
             for i, path in enumerate(chunk):
                 if i not in by_index:
                     yield error_row(path, cast(str, loaded[i]))  # not predicted: its load gave the error text
                     continue
-                best = top_k(by_index[i], classifier.class_names, 3)
-                yield Row(str(path), best[0][0], best[0][1], best)
+                image_probabilities, score, decision = by_index[i]
+                best = top_k(image_probabilities, classifier.class_names, 3)
+                yield Row(str(path), best[0][0], best[0][1], best, decision=decision, score=float(score))
 
 
 def format_top3(top3: list[tuple[str, float]] | None) -> str:
@@ -86,12 +92,14 @@ def write_rows(rows: Sequence[Row], path: Path) -> None:
     if path.suffix.lower() == ".json":
         write_json_atomic(path, [{"path": r.path, "label": r.label, "confidence": r.confidence,
                                   "top3": [{"label": n, "confidence": p} for n, p in r.top3 or []],
-                                  "status": r.status, "error": r.error} for r in rows])
+                                  "status": r.status, "error": r.error, "decision": r.decision,
+                                  "score": r.score} for r in rows])
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
         writer.writerow([r.path, r.label, "" if r.confidence is None else f"{r.confidence:.4f}",
-                         format_top3(r.top3), r.status, r.error])
+                         format_top3(r.top3), r.status, r.error, r.decision,
+                         "" if r.score is None else f"{r.score:.4f}"])
     write_text_atomic(path, buffer.getvalue())

@@ -1,7 +1,8 @@
 """Model metadata: what every semdefect model file says about itself, so the board needs no config.
 
 Contract (DESIGN.md; all values strings): `class_names` (JSON list), `image_size`, `channels`, `preprocess`
-(JSON, see `images.Preprocess.to_json`), `semdefect_version`. ONNX files hold them as metadata_props, `.keras`
+(JSON, see `images.Preprocess.to_json`), `semdefect_version`, and optionally `review` (JSON, see
+`review.ReviewSettings`; a model without it has no review bin). ONNX files hold them as metadata_props, `.keras`
 files as one more member of their zip (`KERAS_MEMBER`).
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ModelError
 from .images import Preprocess
+from .review import REVIEW_KEY, ReviewSettings
 
 METADATA_KEYS = ("class_names", "image_size", "channels", "preprocess", "semdefect_version")
 KERAS_MEMBER = "semdefect.json"  # the metadata inside a .keras zip
@@ -22,15 +24,20 @@ KERAS_MEMBER = "semdefect.json"  # the metadata inside a .keras zip
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """What a model file says about itself: its output classes, its preprocessing, the version that wrote it."""
+    """What a model file says about itself: its output classes, its preprocessing, the version that wrote it and,
+    when it has a review bin, its calibration and review threshold."""
 
     class_names: list[str]
     prep: Preprocess
     version: str
+    review: ReviewSettings | None = None
 
     @classmethod
     def create(cls, class_names: Sequence[str], prep: Preprocess, version: str) -> ModelMetadata:
         return cls(list(class_names), prep, version)
+
+    def with_review(self, review: ReviewSettings | None) -> ModelMetadata:
+        return replace(self, review=review)
 
     def to_strings(self) -> dict[str, str]:
         """The metadata as the string pairs a model file stores."""
@@ -40,7 +47,7 @@ class ModelMetadata:
             "channels": "1",
             "preprocess": self.prep.to_json(),
             "semdefect_version": self.version,
-        }
+        } | ({REVIEW_KEY: self.review.to_json()} if self.review else {})
 
     @classmethod
     def from_strings(cls, pairs: dict[str, str], source: Path) -> ModelMetadata:
@@ -58,7 +65,8 @@ class ModelMetadata:
                 raise ValueError("image_size/channels disagree with preprocess")
         except ValueError as exc:
             raise ModelError(f"{source}: bad semdefect metadata: {exc}") from None
-        return cls(class_names, prep, pairs["semdefect_version"])
+        review = ReviewSettings.from_json(pairs[REVIEW_KEY], source) if REVIEW_KEY in pairs else None
+        return cls(class_names, prep, pairs["semdefect_version"], review)
 
 
 def check_model_file(path: Path, suffix: str) -> Path:

@@ -1,7 +1,9 @@
 """The ONNX session on the board (onnxruntime + numpy only) and the interface every model offers.
 
-`Classifier` is what evaluation and inference need of any model, whatever its file: its metadata and `predict`
-(preprocessed images -> probabilities). `OnnxClassifier` is the board's; the workstation adds one for `.keras`.
+`Classifier` is what evaluation and inference need of any model, whatever its file: its metadata, `predict`
+(preprocessed images -> calibrated probabilities) and `predict_scored` (the review scores too). Each kind of model
+file only says how to run it (`run`: its raw outputs); calibration and the review score are the same code for all.
+`OnnxClassifier` is the board's; the workstation adds one for `.keras`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from .errors import ModelError
 from .images import Preprocess
 from .metadata import ModelMetadata, check_model_file
+from .review import AGREEMENT_OUTPUT, AGREEMENT_SCORE, calibrate, review_scores
 
 
 def session_options(threads: int = 0, spin: bool = True) -> Any:  # an ort.SessionOptions; onnxruntime has no stubs
@@ -34,7 +37,8 @@ def session_options(threads: int = 0, spin: bool = True) -> Any:  # an ort.Sessi
 
 
 class Classifier:
-    """What evaluation and inference need of any model: its facts and `predict` (images -> probabilities)."""
+    """What evaluation and inference need of any model: its facts, `predict` (images -> calibrated probabilities)
+    and `predict_scored` (the review scores too)."""
 
     path: Path
     metadata: ModelMetadata
@@ -47,8 +51,27 @@ class Classifier:
     def prep(self) -> Preprocess:
         return self.metadata.prep
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def threshold(self) -> float | None:
+        """The review threshold the model carries; None: no review bin."""
+        return self.metadata.review.threshold if self.metadata.review else None
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model's own outputs: uncalibrated probabilities (n, classes) and, for a model with a review bin, the
+        neighbour agreement of each image (n,); else None."""
         raise NotImplementedError
+
+    def predict_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities (n, classes) and the review score of each image (n,)."""
+        probabilities, agreement = self.run(batch)
+        review = self.metadata.review
+        if review:
+            probabilities = calibrate(probabilities, review.temperature)
+        return probabilities, review_scores(probabilities, agreement)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n, classes): the model's, at the temperature it carries."""
+        return self.predict_scored(batch)[0]
 
 
 class OnnxClassifier(Classifier):
@@ -66,8 +89,12 @@ class OnnxClassifier(Classifier):
             raise ModelError(f"{self.path}: cannot load ONNX model: {first_line}") from None
         self.metadata = ModelMetadata.from_strings(self.session.get_modelmeta().custom_metadata_map, self.path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+        names = [output.name for output in outputs]
+        has_agreement = self.metadata.review is not None and self.metadata.review.score == AGREEMENT_SCORE
+        wanted = ["probabilities", AGREEMENT_OUTPUT] if has_agreement else ["probabilities"]
+        if len(inputs) != 1 or len(outputs) != len(wanted) or (has_agreement and names[1] != AGREEMENT_OUTPUT):
+            raise ModelError(f"{self.path}: expected one input and the outputs {', '.join(wanted)} (as its "
+                             f"metadata says), found {len(inputs)} input(s) and {', '.join(names)}")
         self.input_name = inputs[0].name
         shape = inputs[0].shape
         size = self.metadata.prep.image_size
@@ -80,18 +107,19 @@ class OnnxClassifier(Classifier):
             raise ModelError(f"{self.path}: {n_out} outputs but {len(self.metadata.class_names)} class names "
                              "in metadata")
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.fixed_batch is None:
-            return self.session.run(None, {self.input_name: batch})[0]  # type: ignore[no-any-return]
-        # A fixed-batch model (batch 1 for an NPU, say) takes the images a group at a time, the last one padded.
-        step = self.fixed_batch
-        parts = []
-        for start in range(0, len(batch), step):
-            chunk = batch[start:start + step]
-            padded = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], np.float32)])
-            parts.append(self.session.run(None, {self.input_name: padded})[0][: len(chunk)])
-        return np.concatenate(parts)
+            outputs = self.session.run(None, {self.input_name: batch})
+        else:  # a fixed-batch model (batch 1 for an NPU, say) takes the images a group at a time, the last one padded
+            step = self.fixed_batch
+            parts = []
+            for start in range(0, len(batch), step):
+                chunk = batch[start:start + step]
+                padded = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], np.float32)])
+                parts.append([output[: len(chunk)] for output in self.session.run(None, {self.input_name: padded})])
+            outputs = [np.concatenate(part) for part in zip(*parts)]
+        return outputs[0], outputs[1] if len(outputs) > 1 else None
 
 
 def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 3) -> list[tuple[str, float]]:

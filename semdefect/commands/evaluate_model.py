@@ -1,7 +1,9 @@
 """Evaluate a .keras or .onnx model on a test split (or any folder of class folders).
 
-Writes metrics.json, confusion_matrix.png and report.md to --out (default `evaluate.out`) and prints a
-per-class table. The model's own metadata (classes, preprocessing) wins over the config.
+Writes metrics.json (with `ece` and `selective`: the review bin's coverage and accuracy on the accepted images at the
+model's threshold), predictions.csv (path,true_label,label,confidence,decision,score), confusion_matrix.png,
+reliability.png, risk_coverage.png and report.md to --out (default `evaluate.out`) and prints a per-class table.
+The model's own metadata (classes, preprocessing, calibration, review threshold) wins over the config.
 
 usage: python evaluate_model.py [--model M] [--data DIR] [--split S] [--out DIR] [--config FILE] [key=value ...]
 """
@@ -27,17 +29,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_model(args: argparse.Namespace, cfg: Config) -> int:
-    from semdefect.evaluation.calibration import reliability_bins
-    from semdefect.evaluation.metrics import format_table, write_reports
+    from semdefect.evaluation.metrics import format_table
+    from semdefect.evaluation.reports import write_reports
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
 
     classifier = load_classifier(args.model or Path(cfg.train.output))
     loaded = load_eval_data(args.data or Path(cfg.data.root), args.split or cfg.evaluate.split,
                             classifier.class_names, classifier.prep)
-    metrics, probabilities = score(classifier, loaded, cfg.evaluate.batch_size)
-    written = write_reports(metrics, args.out or Path(cfg.evaluate.out), reliability_bins(probabilities, loaded.y))
+    scored = score(classifier, loaded, cfg.evaluate.batch_size)
+    written = write_reports(scored, loaded.paths, loaded.y, args.out or Path(cfg.evaluate.out))
+    metrics, selective = scored.metrics, scored.metrics["selective"]
     print(format_table(metrics))
     print(f"accuracy {metrics['accuracy']:.2%} on {metrics['n_images']} images "
           f"(macro F1 {metrics['f1_macro']:.3f}, ECE {metrics['ece']:.3f}) - {metrics['model']}")
+    accepted = selective["accuracy_accepted"]
+    print("no review bin in this model: every image accepted" if selective["threshold"] is None else
+           f"review bin (threshold {selective['threshold']:.4f}): {selective['coverage']:.1%} accepted, "
+           + ("none" if accepted is None else f"{accepted:.2%}") + " of those right")
     print_summary("evaluate_model.py wrote", written)
     return 0

@@ -30,7 +30,7 @@ def export_onnx(model: keras.Model, metadata: ModelMetadata, path: Path, opset: 
     size = metadata.prep.image_size
     spec = [tf.TensorSpec((None, size, size, 1), tf.float32, name="image")]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    for value in (proto.graph.input[0], proto.graph.output[0]):
+    for value in (proto.graph.input[0], *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     set_metadata(proto, metadata.to_strings())
     proto.producer_name = "semdefect"
@@ -70,7 +70,7 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict[str, f
 def export_and_check(keras_path: Path, onnx_path: Path, cfg: Config) -> dict[str, Any]:
     """Export the .keras model to ONNX, then run both on the same preprocessed images of `export.parity_split`:
     the parity report, with `ok` when the largest difference is within `export.parity_atol`."""
-    from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_probabilities
+    from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_scored
     from semdefect.training.model import KerasClassifier
 
     ecfg = cfg.export
@@ -80,6 +80,9 @@ def export_and_check(keras_path: Path, onnx_path: Path, cfg: Config) -> dict[str
     images = load_eval_data(Path(cfg.data.root), ecfg.parity_split, keras_model.class_names, keras_model.prep).x
     if ecfg.parity_images:
         images = images[: ecfg.parity_images]
-    parity = compare_outputs(predict_probabilities(keras_model, images), predict_probabilities(onnx_model, images))
+    (keras_p, keras_s), (onnx_p, onnx_s) = predict_scored(keras_model, images), predict_scored(onnx_model, images)
+    parity = compare_outputs(keras_p, onnx_p)
+    parity["max_score_diff"] = float(np.max(np.abs(keras_s - onnx_s))) if len(images) else 0.0
     return parity | {"split": ecfg.parity_split, "limit": ecfg.parity_atol,
-                     "ok": parity["max_abs_diff"] <= ecfg.parity_atol, "onnx_mb": onnx_path.stat().st_size / 1e6}
+                     "ok": max(parity["max_abs_diff"], parity["max_score_diff"]) <= ecfg.parity_atol,
+                     "onnx_mb": onnx_path.stat().st_size / 1e6}

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semdefect.board.files import atomic_path
+from semdefect.board.review import decisions
 from semdefect.board.runtime import OnnxClassifier
 from semdefect.config import Config, Quantize
 from semdefect.data.dataset import LoadedSplit
 from semdefect.deploy.export import compare_outputs, copy_metadata
 from semdefect.evaluation.metrics import compute_metrics
-from semdefect.evaluation.scoring import load_eval_data, predict_probabilities
+from semdefect.evaluation.scoring import load_eval_data, predict_scored
 
 if TYPE_CHECKING:  # imported where used, like onnxruntime
     import onnx
@@ -73,7 +74,8 @@ def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qc
     - with `quantize.float_first_block`, the first Conv -> Relu -> MaxPool: onnxruntime's INT8 convolution over
       one input channel is several times slower than its FP32 one (see `guard_float_pool`);
     - with `quantize.float_head`, the dense layers after the last convolution: a few thousand multiply-adds
-      whose rounding decides between close classes (it raised the top-1 agreement with FP32: docs/edge-speed.md).
+      whose rounding decides between close classes (it raised the top-1 agreement with FP32: docs/edge-speed.md);
+    - the review head (`review_head`).
     """
     import onnx
     import onnxruntime as ort
@@ -88,6 +90,7 @@ def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qc
         keep_float = [node.name for node in graph.node if node.op_type == "Softmax"]
         if qcfg.float_head:
             keep_float += dense_head(graph)
+        keep_float += review_head(graph)
         first_block = first_conv_block(graph) if qcfg.float_first_block else []
         quantized = Path(scratch) / "quantized.onnx"
         quantize_static(str(prepared), str(quantized), ArrayCalibrationReader(input_name, calibration),
@@ -101,6 +104,27 @@ def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qc
         with atomic_path(int8_path) as tmp:
             onnx.save(proto, str(tmp))
     copy_metadata(fp32_path, int8_path)
+
+
+def review_head(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes only the review head's output needs (the neighbour search): they stay float, as the
+    training images' features and one-hot labels they hold must not be rounded."""
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def ancestors(name: str) -> set[str]:
+        found: set[str] = set()
+        pending = [name]
+        while pending:
+            node = producers.get(pending.pop())
+            if node is not None and node.name not in found:
+                found.add(node.name)
+                pending += list(node.input)
+        return found
+
+    outputs = [output.name for output in graph.output]
+    if len(outputs) < 2:
+        return []
+    return sorted(ancestors(outputs[1]) - ancestors(outputs[0]))
 
 
 def first_conv_block(graph: onnx.GraphProto) -> list[str]:
@@ -143,15 +167,17 @@ def guard_float_pool(proto: onnx.ModelProto, pool_name: str) -> None:
 
 def compare_on(fp32: OnnxClassifier, int8: OnnxClassifier, split: LoadedSplit, name: str) -> dict[str, Any]:
     """Accuracy of each model, top-1 agreement and per-class recall deltas on one split."""
-    p32, p8 = predict_probabilities(fp32, split.x), predict_probabilities(int8, split.x)
+    (p32, s32), (p8, s8) = predict_scored(fp32, split.x), predict_scored(int8, split.x)
     m32 = compute_metrics(split.y, p32.argmax(1), fp32.class_names)
     m8 = compute_metrics(split.y, p8.argmax(1), int8.class_names)
     agreement = compare_outputs(p32, p8)
+    decided32, decided8 = decisions(s32, fp32.threshold), decisions(s8, int8.threshold)
     return {
         "split": name, "images": len(split.y),
         "fp32_accuracy": m32["accuracy"], "int8_accuracy": m8["accuracy"],
         "accuracy_drop_points": 100 * (m32["accuracy"] - m8["accuracy"]),
         "top1_agreement": agreement["top1_agreement"], "max_abs_diff": agreement["max_abs_diff"],
+        "decision_agreement": float(np.mean([a == b for a, b in zip(decided32, decided8)])),
         "per_class_recall_delta": {c: m8["per_class"][c]["recall"] - m32["per_class"][c]["recall"]
                                    for c in fp32.class_names if m32["per_class"][c]["support"]},
     }
@@ -181,11 +207,12 @@ def format_report(report: dict[str, Any]) -> str:
              f"Sizes: FP32 {report['fp32_mb']:.2f} MB, INT8 {report['int8_mb']:.2f} MB "
              f"({report['int8_mb'] / report['fp32_mb']:.2f}x). Calibration: {report['calibration_images']} val "
              f"images, {report['settings']}.", "",
-             "| split | images | FP32 acc | INT8 acc | drop (points) | top-1 agreement |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| split | images | FP32 acc | INT8 acc | drop (points) | top-1 agreement | same review decision |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in report["splits"]:
         lines.append(f"| {row['split']} | {row['images']} | {row['fp32_accuracy']:.2%} | {row['int8_accuracy']:.2%} | "
-                     f"{row['accuracy_drop_points']:+.2f} | {row['top1_agreement']:.2%} |")
+                     f"{row['accuracy_drop_points']:+.2f} | {row['top1_agreement']:.2%} | "
+                     f"{row['decision_agreement']:.2%} |")
     lines += ["", f"Budget: at most {report['budget_points']:.2f} points of drop: "
                   f"**{'ok' if report['ok'] else 'EXCEEDED'}**.", ""]
     for row in report["splits"]:

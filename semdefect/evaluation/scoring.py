@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,12 @@ import numpy as np
 
 from semdefect.board.errors import ModelError
 from semdefect.board.images import Preprocess
+from semdefect.board.review import decisions
 from semdefect.board.runtime import Classifier
 from semdefect.data.dataset import LoadedSplit, load_folder, resolve_eval_folder
 from semdefect.evaluation.calibration import expected_calibration_error
 from semdefect.evaluation.metrics import compute_metrics
+from semdefect.evaluation.selective import at_threshold, aurc
 
 
 def load_classifier(path: Path) -> Classifier:
@@ -33,8 +36,15 @@ def load_classifier(path: Path) -> Classifier:
 
 
 def predict_probabilities(classifier: Classifier, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([np.asarray(classifier.predict(x[i:i + batch_size]))
-                           for i in range(0, len(x), batch_size)])
+    return predict_scored(classifier, x, batch_size)[0]
+
+
+def predict_scored(classifier: Classifier, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities and review scores of every image, a batch at a time."""
+    parts = [classifier.predict_scored(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    if not parts:
+        return np.empty((0, len(classifier.class_names)), np.float32), np.empty(0, np.float32)
+    return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
 
 
 def load_eval_data(data: Path, split: str, class_names: Sequence[str], prep: Preprocess) -> LoadedSplit:
@@ -42,12 +52,41 @@ def load_eval_data(data: Path, split: str, class_names: Sequence[str], prep: Pre
     return load_folder(resolve_eval_folder(data, split, class_names), class_names, prep)
 
 
-def score(classifier: Classifier, loaded: LoadedSplit, batch_size: int = 64) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics (the metrics.json contract, with the expected calibration error) and the probabilities of every
-    image."""
-    probabilities = predict_probabilities(classifier, loaded.x, batch_size)
-    metrics = compute_metrics(loaded.y, probabilities.argmax(axis=1), classifier.class_names)
+@dataclass
+class Scored:
+    """A model's answers on labelled images: the metrics.json contract, and per image the calibrated probabilities,
+    the review score and the decision."""
+
+    metrics: dict[str, Any]
+    probabilities: np.ndarray
+    scores: np.ndarray
+    decisions: list[str]
+
+
+def score(classifier: Classifier, loaded: LoadedSplit, batch_size: int = 64) -> Scored:
+    """Metrics (the metrics.json contract, with the expected calibration error and the review bin's figures at the
+    model's threshold) and the answer on every image."""
+    probabilities, scores = predict_scored(classifier, loaded.x, batch_size)
+    predicted = probabilities.argmax(axis=1)
+    metrics = compute_metrics(loaded.y, predicted, classifier.class_names)
     metrics["model"] = str(classifier.path)
     metrics["data"] = str(loaded.folder)
     metrics["ece"] = expected_calibration_error(probabilities, loaded.y)
-    return metrics, probabilities
+    metrics["selective"] = selective_metrics(scores, predicted == loaded.y, loaded.y, classifier.threshold,
+                                             classifier.class_names)
+    return Scored(metrics, probabilities, scores, decisions(scores, classifier.threshold))
+
+
+def selective_metrics(scores: np.ndarray, correct: np.ndarray, labels: np.ndarray, threshold: float | None,
+                      class_names: Sequence[str]) -> dict[str, Any]:
+    """Coverage and accuracy on the accepted images at `threshold` (None, no review bin: all accepted), overall
+    and per true class, and the area under the risk-coverage curve."""
+    cut = -np.inf if threshold is None else threshold
+    overall = at_threshold(scores, correct, cut)
+    per_class = {}
+    for index, name in enumerate(class_names):
+        members = np.asarray(labels) == index  # a class without images: coverage 0, accuracy_accepted None
+        result = at_threshold(scores[members], correct[members], cut)
+        per_class[name] = {"coverage": result.coverage, "accuracy_accepted": result.accuracy_accepted}
+    return {"threshold": threshold, "coverage": overall.coverage, "accuracy_accepted": overall.accuracy_accepted,
+            "aurc": aurc(scores, correct), "per_class": per_class}

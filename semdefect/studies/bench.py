@@ -46,18 +46,18 @@ def interleaved(runners: Mapping[str, Callable[[], object]], rounds: int, warmup
     return times
 
 
-def onnx_runner(path: Path, threads: int, batch: np.ndarray) -> Callable[[], np.ndarray]:
+def onnx_runner(path: Path, threads: int, batch: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     from semdefect.board.runtime import OnnxClassifier
 
     classifier = OnnxClassifier(path, threads=threads)
-    return lambda: classifier.predict(batch)
+    return lambda: classifier.predict_scored(batch)
 
 
-def keras_runner(path: Path, batch: np.ndarray) -> Callable[[], np.ndarray]:
+def keras_runner(path: Path, batch: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     from semdefect.training.model import KerasClassifier
 
     classifier = KerasClassifier(path)
-    return lambda: classifier.predict(batch)
+    return lambda: classifier.predict_scored(batch)
 
 
 def cold_start(kind: str, path: Path, image: np.ndarray) -> float:
@@ -83,14 +83,14 @@ def folder_pipeline(path: Path, images: list[Path], arrays: np.ndarray, batch_si
 
     classifier = OnnxClassifier(path)  # the raw session: default options
     for first in range(0, min(len(arrays), 4 * batch_size), batch_size):  # warm-up
-        classifier.predict(arrays[first:first + batch_size])
+        classifier.predict_scored(arrays[first:first + batch_size])
     start = time.perf_counter()
     for i in range(0, len(arrays), batch_size):
-        classifier.predict(arrays[i:i + batch_size])
+        classifier.predict_scored(arrays[i:i + batch_size])
     raw = len(arrays) / (time.perf_counter() - start)
     pipelined = OnnxClassifier(path, spin=False)  # as infer_onnx.py makes it
     start = time.perf_counter()
-    rows = list(classify(pipelined, images, batch_size))
+    rows = list(classify(pipelined, images, pipelined.threshold, batch_size))
     pipeline = len(rows) / (time.perf_counter() - start)
     return {"images": len(images), "raw_session_img_per_s": raw, "pipeline_img_per_s": pipeline,
             "ratio": pipeline / raw}

@@ -5,9 +5,12 @@ the defects. So, besides training on everything and testing on the test split, t
 train and val splits, as `train.fit_on` says) and test on the *other* source's test split, on the classes both
 sources have. Sources are told apart by a file-name prefix (`crosscheck.sources`) or a manifest column.
 Optional few-shot rows (`crosscheck.few_shot`) add k labelled training images per class of the held-out source:
-how much a handful of labelled images from a new fab buys. Every row is trained with several seeds; the table
-reports mean and spread. A finished run is kept (`crosscheck.reuse`) while its settings and images stay the same,
-so a protocol stopped after an hour goes on where it stopped.
+how much a handful of labelled images from a new fab buys. With `crosscheck.leave_out=classes` the protocol is the
+open-set one instead: each row leaves one class out of training and asks how well the model's review score tells
+that class's test images (a defect type it was never taught) from the known classes' (AUROC), and, at the model's
+review threshold, how many of them go to review while the known ones are accepted. Every row is trained with several
+seeds; the table reports mean and spread. A finished run is kept (`crosscheck.reuse`) while its settings and images
+stay the same, so a protocol stopped after an hour goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 from semdefect.board.errors import ConfigError, DatasetError
 from semdefect.board.files import write_json_atomic, write_text_atomic
+from semdefect.board.runtime import Classifier
 from semdefect.config import Config
 from semdefect.data.dataset import SPLITS, list_labelled_files, split_folder
 
@@ -46,6 +50,7 @@ class Row:
     train_sources: tuple[str, ...] | None  # None: every image
     test_sources: tuple[str, ...] | None
     few_shot: int = 0  # training images per shared class taken from the test sources' train split
+    unknown_class: str | None = None  # open-set rows: the class left out of training, to be recognised as unknown
 
 
 def source_lookup(cfg: Config) -> SourceOf:
@@ -77,20 +82,25 @@ def protocol_rows(sources: list[str], few_shot: tuple[int, ...] | list[int] = ()
     return rows
 
 
+def open_set_rows(classes: list[str]) -> list[Row]:
+    return [Row(f"without {name}", None, None, unknown_class=name) for name in classes]
+
+
 def make_view(cfg: Config, row: Row, source_of: SourceOf, folder: Path, shared: set[str]) -> tuple[Path, int]:
     """A dataset folder of symlinks holding only the row's images; returns it and its number of test images.
     The folder is rebuilt from scratch, so links left by an earlier protocol on other images go.
 
     Leave-one-source-out rows test on the held-out source's images of the `shared` classes. A few-shot row also
     trains on `row.few_shot` of the held-out source's training images per shared class; the held-out source's val
-    images stay out, as a user with a handful of labelled images has none to spare for a val split.
+    images stay out, as a user with a handful of labelled images has none to spare for a val split. An open-set row
+    holds every image but those of its unknown class.
     """
     root, classes = Path(cfg.data.root), cfg.data.classes
     shutil.rmtree(folder, ignore_errors=True)
     n_test = 0
     for split in SPLITS:
         listed = list_labelled_files(split_folder(root, split), classes)
-        files = list(zip(listed.paths, listed.labels))
+        files = [(p, y) for p, y in zip(listed.paths, listed.labels) if classes[y] != row.unknown_class]
         held_out_files = [(p, y) for p, y in files if row.test_sources is not None
                           and source_of(p) in row.test_sources and classes[y] in shared]
         if split == "test":
@@ -128,7 +138,8 @@ def run_settings(run_cfg: Config, images: str) -> dict[str, Any]:
     and the model are (`images` says what the view holds), so a moved `crosscheck.out` keeps its runs. JSON-normal,
     so a saved copy compares equal."""
     sections = run_cfg.to_dict()
-    settings: dict[str, Any] = json.loads(json.dumps({key: sections[key] for key in ("data", "model", "train")}
+    decisive = ("data", "model", "train", "review")
+    settings: dict[str, Any] = json.loads(json.dumps({key: sections[key] for key in decisive}
                                                      | {"images": images}))
     del settings["data"]["root"], settings["train"]["output"]
     return settings
@@ -174,18 +185,28 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
     from semdefect.training.train import train
 
+    open_set = cfg.crosscheck.leave_out == "classes"
     source_of = source_lookup(cfg)
-    sources = sorted({s for s in map(source_of, Path(cfg.data.root).rglob("*")) if s})
-    if len(sources) < 2:
-        raise DatasetError(f"{cfg.data.root}: found {len(sources)} image source(s) by "
-                           f"{'manifest' if cfg.crosscheck.manifest else 'prefixes ' + str(cfg.crosscheck.sources)}; "
-                           "leave-one-source-out needs two or more")
-    have = classes_by_source(cfg, source_of, sources)
-    shared = set.intersection(*have.values())
     out = Path(cfg.crosscheck.out)
-    results: dict[str, Any] = {"sources": sources, "shared_classes": sorted(shared, key=cfg.data.classes.index),
-               "seeds": cfg.crosscheck.seeds, "rows": []}
-    for row in protocol_rows(sources, cfg.crosscheck.few_shot):
+    if open_set:
+        have_test = {c for c in cfg.data.classes if list_class_images(cfg, "test", c)}
+        rows = open_set_rows([c for c in cfg.data.classes if c in have_test])
+        shared = set(cfg.data.classes)
+        results: dict[str, Any] = {"leave_out": "classes", "classes": [r.unknown_class for r in rows],
+                                   "seeds": cfg.crosscheck.seeds, "rows": []}
+    else:
+        sources = sorted({s for s in map(source_of, Path(cfg.data.root).rglob("*")) if s})
+        if len(sources) < 2:
+            raise DatasetError(f"{cfg.data.root}: found {len(sources)} image source(s) by "
+                               + ("manifest" if cfg.crosscheck.manifest else f"prefixes {cfg.crosscheck.sources}")
+                               + "; leave-one-source-out needs two or more")
+        have = classes_by_source(cfg, source_of, sources)
+        shared = set.intersection(*have.values())
+        rows = protocol_rows(sources, cfg.crosscheck.few_shot)
+        results = {"leave_out": "sources", "sources": sources,
+                   "shared_classes": sorted(shared, key=cfg.data.classes.index), "seeds": cfg.crosscheck.seeds,
+                   "rows": []}
+    for row in rows:
         view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
         images = view_fingerprint(view)
         runs = []
@@ -193,6 +214,8 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
             run_cfg = copy.deepcopy(cfg)
             run_dir = out / "runs" / slug(row.name) / f"seed{seed}"
             run_cfg.data.root = str(view)
+            if row.unknown_class:
+                run_cfg.data.classes = [c for c in cfg.data.classes if c != row.unknown_class]
             run_cfg.train = dataclasses.replace(run_cfg.train, seed=seed, output=str(run_dir / "model.keras"),
                                                 resume=False, tensorboard=False)
             settings = run_settings(run_cfg, images)
@@ -204,21 +227,50 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
                 keras.backend.clear_session()
                 train(run_cfg)
                 classifier = load_classifier(run_dir / "model.keras")
-                metrics, _ = score(classifier, load_eval_data(view, "test", classifier.class_names, classifier.prep))
+                test = load_eval_data(view, "test", classifier.class_names, classifier.prep)
+                scored = score(classifier, test)
+                metrics = scored.metrics
+                if row.unknown_class:
+                    metrics["open_set"] = open_set_metrics(classifier, scored.scores,
+                                                           list_class_images(cfg, "test", row.unknown_class))
                 write_json_atomic(run_dir / "metrics.json", metrics)
                 write_json_atomic(run_dir / "run.json", settings)  # last: its presence marks the run finished
             runs.append(metrics)
             log.info("%s, seed %d: accuracy %.2f%%", row.name, seed, 100 * metrics["accuracy"])
         results["rows"].append(summarise(row, runs, n_test))
-    held_out_rows = [r for r in results["rows"] if r["train_sources"] is not None]
-    results["mean_leave_one_source_out_accuracy"] = float(np.mean(
-        [r["accuracy_mean"] for r in held_out_rows if not r["few_shot"]]))
-    results["mean_few_shot_accuracy"] = {str(k): float(np.mean([r["accuracy_mean"] for r in held_out_rows
-                                                                if r["few_shot"] == k]))
-                                         for k in cfg.crosscheck.few_shot}
+    if open_set:
+        for key in ("auroc", "unknown_to_review", "known_accepted"):
+            results[f"mean_{key}"] = float(np.mean([r[f"{key}_mean"] for r in results["rows"]]))
+    else:
+        held_out_rows = [r for r in results["rows"] if r["train_sources"] is not None]
+        results["mean_leave_one_source_out_accuracy"] = float(np.mean(
+            [r["accuracy_mean"] for r in held_out_rows if not r["few_shot"]]))
+        results["mean_few_shot_accuracy"] = {str(k): float(np.mean([r["accuracy_mean"] for r in held_out_rows
+                                                                    if r["few_shot"] == k]))
+                                             for k in cfg.crosscheck.few_shot}
     write_json_atomic(out / "crosscheck.json", results)
     write_text_atomic(out / "crosscheck.md", format_table(results))
     return results
+
+
+def list_class_images(cfg: Config, split: str, name: str) -> list[Path]:
+    listed = list_labelled_files(split_folder(Path(cfg.data.root), split), cfg.data.classes)
+    return [p for p, y in zip(listed.paths, listed.labels) if cfg.data.classes[y] == name]
+
+
+def open_set_metrics(classifier: Classifier, known_scores: np.ndarray, unknown: list[Path]) -> dict[str, Any]:
+    """How the review score of a model tells the images of a class it never learnt (`unknown`) from the known
+    classes' test images: AUROC, and at the model's threshold the share of each that is sent to review/accepted."""
+    from semdefect.data.dataset import LabelledFiles, load_files
+    from semdefect.evaluation.scoring import predict_scored
+    from semdefect.evaluation.selective import auroc
+
+    loaded = load_files(LabelledFiles(unknown[0].parent, unknown, [0] * len(unknown)), classifier.prep)
+    unknown_scores = predict_scored(classifier, loaded.x)[1]
+    threshold = -np.inf if classifier.threshold is None else classifier.threshold
+    return {"unknown_images": len(unknown_scores), "auroc": auroc(known_scores, unknown_scores),
+            "unknown_to_review": float(np.mean(unknown_scores < threshold)),
+            "known_accepted": float(np.mean(known_scores >= threshold))}
 
 
 def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, Any]:
@@ -226,29 +278,67 @@ def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, An
     f1 = np.array([m["f1_macro"] for m in runs])
     recall = {c: float(np.mean([m["per_class"][c]["recall"] for m in runs]))
               for c, v in runs[0]["per_class"].items() if v["support"]}
-    return {"name": row.name, "train_sources": row.train_sources, "test_sources": row.test_sources,
-            "few_shot": row.few_shot, "test_images": n_test,
-            "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
-            "accuracy_runs": accuracy.tolist(), "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std()),
-            "recall_per_class": recall}
+    summary = {"name": row.name, "train_sources": row.train_sources, "test_sources": row.test_sources,
+               "few_shot": row.few_shot, "unknown_class": row.unknown_class, "test_images": n_test,
+               "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
+               "accuracy_runs": accuracy.tolist(), "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std()),
+               "recall_per_class": recall}
+    # what the review bin gives: the share accepted, and the accuracy on those (None where a run accepts nothing)
+    selective = [m["selective"] for m in runs if "selective" in m]
+    if selective:
+        answered = [s["accuracy_accepted"] for s in selective if s["accuracy_accepted"] is not None]
+        summary |= {"coverage_mean": float(np.mean([s["coverage"] for s in selective])),
+                    "accuracy_accepted_mean": float(np.mean(answered)) if answered else None}
+    if row.unknown_class:
+        for key in ("auroc", "unknown_to_review", "known_accepted"):
+            values = np.array([m["open_set"][key] for m in runs])
+            summary |= {f"{key}_mean": float(values.mean()), f"{key}_std": float(values.std())}
+        summary["unknown_images"] = runs[0]["open_set"]["unknown_images"]
+    return summary
 
 
 def format_table(results: dict[str, Any]) -> str:
+    if results.get("leave_out") == "classes":
+        return format_open_set_table(results)
     classes = [c for c in results["shared_classes"]]
     lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Leave-one-source-out rows test on the classes "
-             f"both sources have ({', '.join(classes)}).", "",
-             "| train -> test | test images | accuracy | macro F1 | " + " | ".join(classes) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(classes)]
+             f"both sources have ({', '.join(classes)}). Coverage: share of the test images the review bin accepts; "
+             "accepted: accuracy on those.", "",
+             "| train -> test | test images | accuracy | macro F1 | coverage | accepted | "
+             + " | ".join(classes) + " |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(classes)]
     for r in results["rows"]:
         recalls = " | ".join(f"{r['recall_per_class'][c]:.2f}" if c in r["recall_per_class"] else "-" for c in classes)
         lines.append(f"| {r['name']} | {r['test_images']} | "
                      f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
-                     f"| {r['f1_macro_mean']:.3f} | {recalls} |")
+                     f"| {r['f1_macro_mean']:.3f} | {percent(r.get('coverage_mean'))} "
+                     f"| {percent(r.get('accuracy_accepted_mean'))} | {recalls} |")
     lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %."]
     lines += [f"With {k} labelled training images per class of the held-out source: {100 * accuracy:.1f} % (mean)."
               for k, accuracy in results["mean_few_shot_accuracy"].items()]
     lines += ["Per-class columns are recall, averaged over seeds."]
     return "\n".join(lines) + "\n"
+
+
+def format_open_set_table(results: dict[str, Any]) -> str:
+    lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Each row trains without one class and tests on "
+             "the test split: the known classes' images, and the left-out class's as unknown. AUROC: how well the "
+             "review score ranks known above unknown (0.5 = chance); at the model's review threshold, the share of "
+             "unknown images sent to review and of known images accepted.", "",
+             "| left out | unknown images | known accuracy | AUROC | unknown to review | known accepted |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['unknown_class']} | {r['unknown_images']} | {100 * r['accuracy_mean']:.1f} % "
+                     f"| {r['auroc_mean']:.3f} ± {r['auroc_std']:.3f} | {percent(r['unknown_to_review_mean'])} "
+                     f"| {percent(r['known_accepted_mean'])} |")
+    lines += ["", f"Mean over the classes: AUROC {results['mean_auroc']:.3f}, unknown to review "
+                  f"{percent(results['mean_unknown_to_review'])}, "
+                  f"known accepted {percent(results['mean_known_accepted'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
 def slug(name: str) -> str:

@@ -12,6 +12,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the user's terminal
 
@@ -57,6 +58,66 @@ def build_model(num_classes: int, image_size: int, head: str = "flatten", width:
     return keras.Model(inputs, outputs, name=f"sem_cnn_{head}")
 
 
+FEATURE_LAYER = "dense128"  # the features the neighbour agreement compares: 128 numbers per image in every model
+NEIGHBOURS = 10  # how many nearest training images vote
+
+
+@keras.saving.register_keras_serializable(package="semdefect")
+class NeighbourAgreement(keras.layers.Layer):  # type: ignore[misc]  # keras has no type information
+    """The share of an image's `k` nearest training images (cosine similarity of their features) that are labelled
+    with the class the model predicts for it: low where the image lies among other classes' images, or far from
+    any. The training images' unit-length features and one-hot labels are weights of the layer, so they travel
+    inside the model file and the ONNX graph computes the agreement like any other output."""
+
+    def __init__(self, bank_size: int, num_classes: int, k: int = NEIGHBOURS, **kwargs: object):
+        super().__init__(**kwargs)
+        self.bank_size, self.num_classes, self.k = bank_size, num_classes, k
+
+    def build(self, input_shape: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
+        features = input_shape[0][-1]
+        self.bank = self.add_weight(shape=(self.bank_size, features), initializer="zeros", trainable=False,
+                                    name="bank")
+        self.bank_labels = self.add_weight(shape=(self.bank_size, self.num_classes), initializer="zeros",
+                                           trainable=False, name="bank_labels")
+
+    def call(self, inputs: list[Any]) -> Any:
+        features, probabilities = inputs
+        ops = keras.ops
+        unit = features / ops.sqrt(ops.sum(features * features, axis=-1, keepdims=True) + 1e-12)
+        _, nearest = ops.top_k(ops.matmul(unit, ops.transpose(self.bank)), k=self.k)
+        votes = ops.mean(ops.take(self.bank_labels, nearest, axis=0), axis=1)  # (n, classes)
+        # the predicted class as a one-hot row; not argmax, which Keras lowers to an op ONNX lacks (Bitcast)
+        predicted = ops.cast(ops.equal(probabilities, ops.max(probabilities, axis=-1, keepdims=True)), "float32")
+        return ops.max(votes * predicted, axis=-1)  # max, not sum: a tie for the top class counts once
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        return config | {"bank_size": self.bank_size, "num_classes": self.num_classes, "k": self.k}
+
+
+def classifier_part(model: keras.Model) -> keras.Model:
+    """The model without its review head (the image -> probabilities network that training fits)."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.get_layer("probabilities").output, name=model.name)
+
+
+def with_agreement(model: keras.Model, bank_images: np.ndarray, bank_labels: np.ndarray,
+                   batch_size: int = 64) -> keras.Model:
+    """The classifier with a second output, `agreement` (NeighbourAgreement over `bank_images`, its training images
+    without augmentation)."""
+    model = classifier_part(model)
+    features_model = keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+    features = np.concatenate([features_model.predict_on_batch(bank_images[i:i + batch_size])
+                               for i in range(0, len(bank_images), batch_size)])
+    unit = features / np.sqrt((features ** 2).sum(axis=1, keepdims=True) + 1e-12)
+    num_classes = model.output.shape[-1]
+    layer = NeighbourAgreement(len(unit), num_classes, min(NEIGHBOURS, len(unit)), name="agreement")
+    agreement = layer([model.get_layer(FEATURE_LAYER).output, model.output])
+    layer.set_weights([unit.astype(np.float32), np.eye(num_classes, dtype=np.float32)[bank_labels]])
+    return keras.Model(model.inputs, [model.output, agreement], name=model.name)
+
+
 def build_from_config(cfg: Config) -> keras.Model:
     """The model the `model` and `data` sections of a config describe (one place that knows the key order)."""
     return build_model(len(cfg.data.classes), cfg.data.image_size, cfg.model.head, cfg.model.width,
@@ -100,6 +161,8 @@ class KerasClassifier(Classifier):
         self.path = Path(path)
         self.model, self.metadata = load_model(self.path)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        probabilities: np.ndarray = self.model.predict_on_batch(batch)
-        return probabilities
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.model.predict_on_batch(batch)
+        if isinstance(outputs, list | tuple):
+            return np.asarray(outputs[0]), np.asarray(outputs[1])
+        return np.asarray(outputs), None

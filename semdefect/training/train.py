@@ -22,10 +22,12 @@ from semdefect import __version__
 from semdefect.board.errors import ConfigError
 from semdefect.board.files import atomic_path, write_json_atomic
 from semdefect.board.metadata import ModelMetadata
+from semdefect.board.review import ReviewSettings, calibrate, review_scores
 from semdefect.config import Config, save_resolved
 from semdefect.data.dataset import LoadedSplit, load_split
+from semdefect.evaluation.selective import fit_review
 from semdefect.training.augment import augment_batch
-from semdefect.training.model import build_from_config, load_model, save_model
+from semdefect.training.model import build_from_config, classifier_part, load_model, save_model, with_agreement
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +138,16 @@ def train(cfg: Config) -> dict[str, Path]:
     train_set = load_split(Path(data.root), "train", classes, prep)
     val_set = load_split(Path(data.root), "val", classes, prep)
     warn_missing_classes(train_set, classes)
-    x_train, y_train = train_set.x, train_set.y
+    x_train, y_train, paths_train = train_set.x, train_set.y, list(train_set.paths)
     fit_on_val = tcfg.fit_on == "train+val"
     if fit_on_val:  # more labelled images to learn from; none is left to stop early or choose an epoch by
         x_train, y_train = np.concatenate([x_train, val_set.x]), np.concatenate([y_train, val_set.y])
+        paths_train += val_set.paths
+    # The review bin's temperature and threshold must be fitted on images the model did not learn from
+    held = holdout_indices(y_train, cfg.review.holdout, tcfg.seed)
+    fit = np.setdiff1d(np.arange(len(y_train)), held)
+    x_held, y_held, paths_held = x_train[held], y_train[held], [paths_train[i] for i in held]
+    x_train, y_train = x_train[fit], y_train[fit]
 
     paths = RunPaths(Path(tcfg.output))
     metadata = ModelMetadata.create(classes, prep, __version__)
@@ -164,11 +172,14 @@ def train(cfg: Config) -> dict[str, Path]:
     else:
         log.info("best val accuracy %.4f at epoch %d", checkpointer.best_accuracy, checkpointer.best_epoch + 1)
 
+    if len(y_held):  # the review head: the agreement of each image with its nearest training images
+        model = with_agreement(model, x_train, y_train)
+    metadata = metadata.with_review(review_bin(model, x_held, y_held, cfg))
     save_model(model, paths.model, metadata)
     write_json_atomic(paths.history, {"history": checkpointer.history, "best_epoch": checkpointer.best_epoch + 1,
                                       "best_val_accuracy": None if fit_on_val else checkpointer.best_accuracy,
                                       "fit_on": tcfg.fit_on, "train_images": len(y_train),
-                                      "val_images": len(val_set.y),
+                                      "val_images": len(val_set.y), "held_out": [str(p) for p in paths_held],
                                       "skipped": [str(p) for p, _ in train_set.skipped + val_set.skipped]})
     save_resolved(cfg, paths.config)
     plot_curves(checkpointer.history, paths.curves)
@@ -207,6 +218,7 @@ def start_from(model: keras.Model, path: Path, metadata: ModelMetadata) -> None:
     """Copy the weights of the model in `path` into `model` (fine-tuning); the two must agree on classes,
     preprocessing and every layer's shape, else the copied weights would mean something else."""
     source, saved = load_model(path)
+    source = classifier_part(source)  # a trained model's review head is refitted, not copied
     theirs_pairs, ours_pairs = saved.to_strings(), metadata.to_strings()
     for name in ("class_names", "preprocess"):  # preprocess holds the input size too
         if theirs_pairs[name] != ours_pairs[name]:
@@ -218,6 +230,37 @@ def start_from(model: keras.Model, path: Path, metadata: ModelMetadata) -> None:
                           f"(model.head, model.width, model.blocks, model.batchnorm must match)")
     model.set_weights(theirs)
     log.info("starting from the weights of %s", path)
+
+
+def review_bin(model: keras.Model, x_held: np.ndarray, y_held: np.ndarray, cfg: Config) -> ReviewSettings | None:
+    """The review bin fitted on the held-out images, or None (with a warning) when there are none to fit on."""
+    if len(y_held) == 0:
+        log.warning("no images held out (review.holdout=%s): the model has no review bin; every image it sees will "
+                    "be accepted", cfg.review.holdout)
+        return None
+    outputs = [model.predict_on_batch(x_held[i:i + 64]) for i in range(0, len(x_held), 64)]
+    raw = np.concatenate([np.asarray(probabilities) for probabilities, _ in outputs])
+    agreement = np.concatenate([np.asarray(agreed) for _, agreed in outputs])
+    review = fit_review(raw, agreement, y_held, cfg.review)
+    accepted = review_scores(calibrate(raw, review.temperature), agreement) >= review.threshold
+    correct = raw.argmax(axis=1) == y_held
+    log.info("review bin fitted on %d held-out images: temperature %.3f, threshold %.4f; there it accepts %.1f%% "
+             "and %.1f%% of those are right (target: %s %.2f)", len(y_held), review.temperature, review.threshold,
+             100 * accepted.mean(), 100 * correct[accepted].mean() if accepted.any() else 0.0, review.target,
+             review.target_value)
+    return review
+
+
+def holdout_indices(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Indices of a share of each class's images, drawn with `seed`, to keep out of fitting (sorted). A class keeps
+    at least one image for fitting, so a class with a single image is never held out entirely."""
+    rng = np.random.default_rng([seed, 20])  # 20: the review issue; apart from the shuffling's streams
+    chosen: list[int] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = min(round(share * len(members)), len(members) - 1)
+        chosen += rng.choice(members, count, replace=False).tolist() if count > 0 else []
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
