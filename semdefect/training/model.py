@@ -58,8 +58,15 @@ def build_model(num_classes: int, image_size: int, head: str = "flatten", width:
     return keras.Model(inputs, outputs, name=f"sem_cnn_{head}")
 
 
-FEATURE_LAYER = "dense128"  # the features the neighbour agreement compares: 128 numbers per image in every model
-NEIGHBOURS = 10  # how many nearest training images vote
+NEIGHBOURS = 5  # how many nearest training images vote (docs/review.md: 5 against 10 and 20)
+
+
+def feature_layer(model: keras.Model) -> str:
+    """The layer whose output the neighbour agreement compares: the pooled convolutional features (gmp or gap head;
+    they told right from wrong answers better than the dense layer's, docs/review.md), or the dense layer's 128 for
+    the flatten head, whose flattened maps are too many numbers to store for every training image."""
+    names = {layer.name for layer in model.layers}
+    return next((name for name in ("gmp", "gap") if name in names), "dense128")
 
 
 @keras.saving.register_keras_serializable(package="semdefect")
@@ -107,13 +114,14 @@ def with_agreement(model: keras.Model, bank_images: np.ndarray, bank_labels: np.
     """The classifier with a second output, `agreement` (NeighbourAgreement over `bank_images`, its training images
     without augmentation)."""
     model = classifier_part(model)
-    features_model = keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
-    features = np.concatenate([features_model.predict_on_batch(bank_images[i:i + batch_size])
-                               for i in range(0, len(bank_images), batch_size)])
-    unit = features / np.sqrt((features ** 2).sum(axis=1, keepdims=True) + 1e-12)
+    features = model.get_layer(feature_layer(model)).output
+    features_model = keras.Model(model.inputs, features)
+    bank = np.concatenate([features_model.predict_on_batch(bank_images[i:i + batch_size])
+                           for i in range(0, len(bank_images), batch_size)])
+    unit = bank / np.sqrt((bank ** 2).sum(axis=1, keepdims=True) + 1e-12)
     num_classes = model.output.shape[-1]
     layer = NeighbourAgreement(len(unit), num_classes, min(NEIGHBOURS, len(unit)), name="agreement")
-    agreement = layer([model.get_layer(FEATURE_LAYER).output, model.output])
+    agreement = layer([features, model.output])
     layer.set_weights([unit.astype(np.float32), np.eye(num_classes, dtype=np.float32)[bank_labels]])
     return keras.Model(model.inputs, [model.output, agreement], name=model.name)
 
