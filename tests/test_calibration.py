@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from semdefect.evaluation.calibration import expected_calibration_error, reliability_bins
+from semdefect.evaluation.calibration import calibrated_ece, expected_calibration_error, reliability_bins
 
 
 def onehot_confidence(confidence: float, label: int, classes: int = 4) -> np.ndarray:
@@ -35,3 +35,13 @@ def test_bins_are_equal_width_and_hold_every_image_once():
     assert np.allclose([b.high - b.low for b in bins], 1 / 15) and bins[0].low == 0 and bins[-1].high == 1
     for b in bins:
         assert b.count == 0 or b.low < b.confidence <= b.high
+
+
+def test_a_calibrated_model_on_few_images_still_shows_the_error_the_floor_predicts():
+    rng = np.random.default_rng(5)
+    confidence = rng.uniform(0.3, 1.0, 200)
+    probabilities = np.stack([onehot_confidence(c, 0) for c in confidence])  # class 0 on top, as confident as c
+    measured = [expected_calibration_error(probabilities, np.where(rng.random(200) < confidence, 0, 1))
+                for _ in range(300)]  # a model exactly as right as it is confident, scored on 200 images each time
+    assert calibrated_ece(confidence) == pytest.approx(np.mean(measured), abs=0.01)
+    assert calibrated_ece(confidence) > 0.03  # sampling noise alone, on 200 images

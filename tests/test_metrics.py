@@ -56,7 +56,7 @@ def test_reports_hold_the_contract(tmp_path):
     scored, loaded = scored_fixture()
     paths = write_reports(scored, loaded.paths, loaded.y, tmp_path / "eval")
     metrics = json.loads(paths["metrics"].read_text())
-    assert set(metrics) == CONTRACT_KEYS | {"ece", "selective"}
+    assert set(metrics) == CONTRACT_KEYS | {"ece", "ece_if_calibrated", "selective"}
     assert set(metrics["selective"]) == {"threshold", "coverage", "accuracy_accepted", "aurc", "per_class"}
     for name in ("confusion", "reliability", "risk_coverage"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -75,9 +75,7 @@ def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     offset cancels; a probability that underflowed to 0 stays 0, where the exact value is below 1e-30 anyway."""
     if temperature == 1.0:
         return probabilities
-    log_p = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, None)) / temperature
-    log_p -= log_p.max(axis=1, keepdims=True)
-    scaled = np.exp(log_p)
+    scaled = np.power(np.asarray(probabilities, dtype=np.float64), 1.0 / temperature)
     result: np.ndarray = (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
     return result
 

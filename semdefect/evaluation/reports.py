@@ -42,7 +42,8 @@ def write_reports(scored: Scored, paths_in: Sequence[Path], labels: np.ndarray, 
         f"Data: `{metrics['data']}`, {metrics['n_images']} images.", "",
         f"**Accuracy {metrics['accuracy']:.2%}**, macro F1 {metrics['f1_macro']:.3f}, "
         f"weighted F1 {metrics['f1_weighted']:.3f}. Expected calibration error {metrics['ece']:.3f} "
-        "(top label, 15 bins).", "",
+        f"(top label, 15 bins; a perfectly calibrated model with these confidences would show "
+        f"{metrics['ece_if_calibrated']:.3f} on this many images, from sampling noise alone).", "",
         "Review bin: " + ("none in this model (every image accepted)" if selective["threshold"] is None else
                           f"threshold {selective['threshold']:.4f}") +
         f"; {selective['coverage']:.1%} of the images accepted, "

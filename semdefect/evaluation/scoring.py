@@ -14,7 +14,7 @@ from semdefect.board.images import Preprocess
 from semdefect.board.review import decisions
 from semdefect.board.runtime import Classifier
 from semdefect.data.dataset import LoadedSplit, load_folder, resolve_eval_folder
-from semdefect.evaluation.calibration import expected_calibration_error
+from semdefect.evaluation.calibration import calibrated_ece, expected_calibration_error
 from semdefect.evaluation.metrics import compute_metrics
 from semdefect.evaluation.selective import at_threshold, aurc
 
@@ -72,6 +72,7 @@ def score(classifier: Classifier, loaded: LoadedSplit, batch_size: int = 64) -> 
     metrics["model"] = str(classifier.path)
     metrics["data"] = str(loaded.folder)
     metrics["ece"] = expected_calibration_error(probabilities, loaded.y)
+    metrics["ece_if_calibrated"] = calibrated_ece(probabilities.max(axis=1)) if len(probabilities) else 0.0
     metrics["selective"] = selective_metrics(scores, predicted == loaded.y, loaded.y, classifier.threshold,
                                              classifier.class_names)
     return Scored(metrics, probabilities, scores, decisions(scores, classifier.threshold))

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -98,8 +99,6 @@ def folder_pipeline(path: Path, images: list[Path], arrays: np.ndarray, batch_si
 
 def profile_nodes(path: Path, image: np.ndarray, runs: int = 200) -> list[dict[str, Any]]:
     """Median time per graph node at batch 1 and one thread, from onnxruntime's profiler, slowest first."""
-    import tempfile
-
     import onnxruntime as ort
 
     from semdefect.board.runtime import session_options
@@ -131,12 +130,16 @@ def format_profile(name: str, rows: list[dict[str, Any]], top: int = 8) -> str:
 
 def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> dict[str, Any]:
     """INT8 against FP32: top-1 agreement over every image of `x`, and both accuracies on a labelled test folder."""
+    from semdefect.board.review import decisions
     from semdefect.board.runtime import OnnxClassifier
-    from semdefect.evaluation.scoring import load_eval_data, predict_probabilities
+    from semdefect.evaluation.scoring import load_eval_data, predict_probabilities, predict_scored
 
     f, q = OnnxClassifier(fp32), OnnxClassifier(int8)
-    same = predict_probabilities(f, x).argmax(1) == predict_probabilities(q, x).argmax(1)
-    result = {"images": len(x), "top1_agreement": float(same.mean())}
+    (p32, s32), (p8, s8) = predict_scored(f, x), predict_scored(q, x)
+    same = p32.argmax(1) == p8.argmax(1)
+    same_decision = np.equal(decisions(s32, f.threshold), decisions(s8, q.threshold))
+    result = {"images": len(x), "top1_agreement": float(same.mean()),
+              "decision_agreement": float(same_decision.mean())}
     if test_data is not None:
         test = load_eval_data(test_data, "test", f.class_names, f.prep)
         accuracy = {name: float(np.mean(predict_probabilities(c, test.x).argmax(1) == test.y))
@@ -145,6 +148,36 @@ def agreement(fp32: Path, int8: Path, x: np.ndarray, test_data: Path | None) -> 
                       int8_test_accuracy=accuracy["int8"],
                       accuracy_drop_points=100 * (accuracy["fp32"] - accuracy["int8"]))
     return result
+
+
+def has_review_head(path: Path) -> bool:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.output) > 1
+
+
+def without_review_head(path: Path, target: Path) -> Path:
+    """A copy of an ONNX model without its review head (the second output and every node only it needs), with the
+    plain score in its metadata: what the review score costs is the difference in time."""
+    import onnx
+
+    from semdefect.board.review import REVIEW_KEY
+
+    proto = onnx.load(str(path))
+    del proto.graph.output[1:]
+    needed = {proto.graph.output[0].name}
+    kept = []
+    for node in reversed(proto.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(kept))
+    for prop in proto.metadata_props:
+        if prop.key == REVIEW_KEY:
+            prop.value = prop.value.replace('"msp+agreement"', '"msp"')
+    onnx.save(proto, str(target))
+    return target
 
 
 def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pipeline_images: int,
@@ -160,8 +193,12 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
     result: dict[str, Any] = {"rounds": rounds, "models": {}}
     for name, path in models.items():
         result["models"][name] = {"path": str(path), "size_mb": path.stat().st_size / 1e6}
+    scratch = tempfile.TemporaryDirectory()
+    bare = {f"{name}_no_review": without_review_head(path, Path(scratch.name) / f"{name}.onnx")
+            for name, path in models.items() if name == "int8" and has_review_head(path)}
+    result["models"] |= {name: {} for name in bare}
     for threads in (1, 2):
-        runners = {name: onnx_runner(path, threads, one) for name, path in models.items() if name != "keras"}
+        runners = {name: onnx_runner(path, threads, one) for name, path in (models | bare).items() if name != "keras"}
         if "keras" in models and threads == 2:
             runners["keras"] = keras_runner(models["keras"], one)  # TensorFlow picks its own thread count
         times = interleaved(runners, rounds)
@@ -185,6 +222,11 @@ def benchmark(models: dict[str, Path], image_files: list[Path], rounds: int, pip
             "batch64_throughput": q["batch64_img_per_s"] / f["batch64_img_per_s"],
         }
         result["agreement"] = agreement(models["fp32"], models["int8"], images, test_data)
+    for name in bare:  # what the review head costs: the same INT8 model with it and without it, interleaved
+        timed = result["models"].pop(name)
+        result["review_head_cost"] = {key: result["models"]["int8"][key] / timed[key] - 1
+                                      for key in ("batch1_p50_ms_1t", "batch1_p50_ms_2t")}
+    scratch.cleanup()
     if profile:
         result["profile"] = {name: profile_nodes(path, one[0]) for name, path in models.items() if name != "keras"}
     if pipeline_images:
@@ -219,6 +261,15 @@ def format_table(result: dict[str, Any]) -> str:
                      f"INT8 {100 * a['int8_test_accuracy']:.1f} %"
                      f" (drop {a['accuracy_drop_points']:.1f} points, {a['test_images']} images)")
         lines.append(line)
+    if "review_head_cost" in result:
+        c = result["review_head_cost"]
+        lines.append(f"The review head adds {100 * c['batch1_p50_ms_1t']:+.1f} % (1 thread) and "
+                     f"{100 * c['batch1_p50_ms_2t']:+.1f} % (2 threads) to the INT8 batch-1 latency, against the same "
+                     "model without it, timed interleaved")
+    if "agreement" in result and "decision_agreement" in result["agreement"]:
+        a = result["agreement"]
+        lines.append(f"INT8 makes FP32's accept/review decision on {100 * a['decision_agreement']:.2f} % of "
+                     f"{a['images']} images")
     if "folder_pipeline" in result:
         p = result["folder_pipeline"]
         lines.append(f"Folder pipeline: {p['pipeline_img_per_s']:.0f} img/s over {p['images']} files vs raw session "
