@@ -74,11 +74,19 @@ def seeds_text(values: list[float]) -> str:
 def crosscheck_table(data: Record) -> str:
     """The table `crosscheck.py` writes: one row per protocol row, recall per shared class."""
     classes = data["shared_classes"]
+    review = any("coverage_mean" in r for r in data["rows"])  # runs made with a review bin report what it gives
+
+    def selective(r: Record) -> list[str]:
+        accepted = r.get("accuracy_accepted_mean")
+        return [f"{100 * r['coverage_mean']:.1f} %", "-" if accepted is None else f"{100 * accepted:.1f} %"] \
+            if review else []
+
     rows = [[r["name"], r["test_images"], f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} %",
-             f"{r['f1_macro_mean']:.3f}",
+             f"{r['f1_macro_mean']:.3f}", *selective(r),
              *(f"{r['recall_per_class'][c]:.2f}" if c in r["recall_per_class"] else "-" for c in classes)]
             for r in data["rows"]]
-    text = markdown(["train -> test", "test images", "accuracy", "macro F1", *classes], rows)
+    text = markdown(["train -> test", "test images", "accuracy", "macro F1",
+                     *(["coverage", "accuracy on accepted"] if review else []), *classes], rows)
     text += f"\nMean leave-one-source-out accuracy: {100 * data['mean_leave_one_source_out_accuracy']:.1f} %"
     text += "".join(f"; with {k} labelled images per class of the held-out source: {100 * a:.1f} %"
                     for k, a in data["mean_few_shot_accuracy"].items())
@@ -290,6 +298,65 @@ def calibration_table() -> str:
     return markdown(["calibration", "images that differ", "as shipped then"], rows)
 
 
+def mean_sd(values: list[float], scale: float = 100, digits: int = 1, unit: str = " %") -> str:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f}{unit}"
+
+
+def review_default() -> str:
+    """The default with its review bin on the test split, seeds 1-3, per model format (evaluate_model.py's
+    metrics.json of each run, collected in results/review_default.json)."""
+    data = load("review_default")
+    rows = []
+    for kind, runs in data["runs"].items():
+        rows.append([FORMATS[kind], mean_sd([r["accuracy"] for r in runs]),
+                     mean_sd([r["ece"] for r in runs], 1, 3, ""),
+                     mean_sd([r["ece_if_calibrated"] for r in runs], 1, 3, ""),
+                     mean_sd([r["coverage"] for r in runs]), mean_sd([r["accuracy_accepted"] for r in runs]),
+                     mean_sd([r["aurc"] for r in runs], 1, 3, "")])
+    return markdown(["model", "test accuracy", "ECE", "ECE of a calibrated model", "coverage", "accuracy on accepted",
+                     "AURC"], rows)
+
+
+REVIEW_SCORES_SHOWN = ("msp", "msp_T", "margin", "maxlogit", "energy", "mahalanobis_g", "mahalanobis_h", "knn5_g",
+                       "agree5_g", "agree5_h", "msp_T+agree5_g", "msp_T+agree10_g", "msp_T+agree20_g",
+                       "msp_T+agree5_h", "msp_T+agree5+knn5_g")
+
+
+def review_scores() -> str:
+    """The candidate review scores (benchmarks/bench_review_scores.py), means over its in-distribution and open-set
+    runs."""
+    runs: list[Record] = json.loads((RESULTS / "review_scores.json").read_text(encoding="utf-8"))
+    known = [r for r in runs if not r["unknown"]]
+    open_set = [r for r in runs if r["unknown"]]
+
+    def mean(group: list[Record], name: str, key: str) -> str:
+        values = [r["scores"][name][key] for r in group if r["scores"][name].get(key) is not None]
+        return f"{sum(values) / len(values):.3f}" if values else "-"
+
+    rows = [[f"`{name}`" + (" (shipped)" if name == "msp_T+agree5_g" else ""), mean(known, name, "aurc"),
+             mean(known, name, "accuracy_at_65"), mean(known, name, "coverage"), mean(known, name, "accuracy_accepted"),
+             mean(open_set, name, "auroc_unknown"), mean(open_set, name, "unknown_to_review"),
+             mean(open_set, name, "coverage")] for name in REVIEW_SCORES_SHOWN]
+    return (markdown(["score", "AURC", "accuracy at 65 % coverage", "coverage at the threshold",
+                      "accuracy on accepted", "open set: AUROC", "unknown to review", "known accepted"], rows)
+            + f"\n{len(known)} in-distribution run(s), {len(open_set)} open-set run(s) (one class left out each).\n")
+
+
+def review_open_set() -> str:
+    """The shipped score on each open-set run of results/review_scores.json: one class left out of training."""
+    runs: list[Record] = json.loads((RESULTS / "review_scores.json").read_text(encoding="utf-8"))
+    rows = []
+    for r in (r for r in runs if r["unknown"]):
+        s = r["scores"]["msp_T+agree5_g"]
+        rows.append([", ".join(r["unknown"]), f"{100 * r['accuracy']:.1f}", f"{s['auroc_unknown']:.3f}",
+                     f"{100 * s['unknown_to_review']:.1f}", f"{100 * s['coverage']:.1f}",
+                     "-" if s["accuracy_accepted"] is None else f"{100 * s['accuracy_accepted']:.1f}"])
+    return markdown(["left out", "known test accuracy %", "AUROC", "unknown to review %", "known accepted %",
+                     "accuracy on accepted known %"], rows)
+
+
 def experiments_table() -> str:
     """Every experiment of the record, one row each, with all its figures."""
     rows = [[f"`{r['id']}`", r["area"], r["description"], code(r["option"]), r["protocol"], r["baseline"],
@@ -302,7 +369,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "results_summary": results_summary, "pipeline_seed42": pipeline_table, "duplicates": duplicates_table,
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
-    "calibration": calibration_table, "experiments": experiments_table,
+    "calibration": calibration_table, "experiments": experiments_table, "review_default": review_default,
+    "review_scores": review_scores, "review_open_set": review_open_set,
 }
 RESULT_KINDS: dict[str, Callable[[Record], str]] = {"crosscheck": crosscheck_table, "bench": bench_table}
 

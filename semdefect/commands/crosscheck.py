@@ -5,6 +5,11 @@ Trains the configured model once per row and seed (train on all sources / on one
 held-out source's images of the classes both sources have) and writes
 `crosscheck.out`/crosscheck.md and crosscheck.json. Needs two or more sources (see `crosscheck.sources`).
 Run again after a stop and the runs that finished with the same settings and images are kept (`crosscheck.reuse`).
+Each row also reports the review bin's coverage and accuracy on the accepted images.
+
+With `crosscheck.leave_out=classes` it runs the open-set protocol instead (`make openset`): one row per class, trained
+without that class; the row reports how well the review score separates that class's test images from the known
+classes' (AUROC) and, at the model's threshold, the share of them sent to review and of known images accepted.
 
 usage: python crosscheck.py [--config FILE] [section.key=value ...]
    e.g. python crosscheck.py data.root=../shared/data/sem-public crosscheck.seeds=[1,2,3]
