@@ -131,8 +131,8 @@ def test_training_and_board_paths_feed_identical_arrays(trained):
     train_set = load_split(trained["data"], "train", cfg.data.classes, cfg.data.preprocess())
     board = OnnxClassifier(trained["onnx"])
     seen = []
-    original = board.predict
-    board.predict = lambda batch: (seen.append(batch.copy()), original(batch))[1]
+    original = board.run
+    board.run = lambda batch: (seen.append(batch.copy()), original(batch))[1]
     list(classify(board, train_set.paths[:5], None, batch_size=5))
     assert board.prep == cfg.data.preprocess()
     np.testing.assert_array_equal(seen[0], train_set.x[:5])

@@ -254,7 +254,7 @@ def review_bin(model: keras.Model, x_held: np.ndarray, y_held: np.ndarray, cfg: 
 def holdout_indices(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
     """Indices of a share of each class's images, drawn with `seed`, to keep out of fitting (sorted). A class keeps
     at least one image for fitting, so a class with a single image is never held out entirely."""
-    rng = np.random.default_rng([seed, 20])  # 20: the review issue; apart from the shuffling's streams
+    rng = np.random.default_rng([seed, 20])  # a stream of its own, apart from shuffling and augmentation
     chosen: list[int] = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
