@@ -93,6 +93,18 @@ def crosscheck_table(data: Record) -> str:
     return text + ". Seeds " + ", ".join(map(str, data["seeds"])) + "; per-class columns are recall.\n"
 
 
+def openset_table(data: Record) -> str:
+    """The table `crosscheck.py crosscheck.leave_out=classes` (make openset) writes: one row per class left out."""
+    rows = [[r["unknown_class"], r["unknown_images"], f"{100 * r['accuracy_mean']:.1f} %",
+             f"{r['auroc_mean']:.3f} ± {r['auroc_std']:.3f}", f"{100 * r['unknown_to_review_mean']:.1f} %",
+             f"{100 * r['known_accepted_mean']:.1f} %"] for r in data["rows"]]
+    text = markdown(["left out", "unknown images", "known accuracy", "AUROC", "unknown to review", "known accepted"],
+                    rows)
+    return text + (f"\nMean over the classes: AUROC {data['mean_auroc']:.3f}, unknown to review "
+                   f"{100 * data['mean_unknown_to_review']:.1f} %, known accepted "
+                   f"{100 * data['mean_known_accepted']:.1f} %. Seeds " + ", ".join(map(str, data["seeds"])) + ".\n")
+
+
 def bench_table(data: Record) -> str:
     """The table `benchmarks/bench_models.py` prints, then the INT8/FP32 lines the record holds."""
     rows = []
@@ -372,7 +384,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "calibration": calibration_table, "experiments": experiments_table, "review_default": review_default,
     "review_scores": review_scores, "review_open_set": review_open_set,
 }
-RESULT_KINDS: dict[str, Callable[[Record], str]] = {"crosscheck": crosscheck_table, "bench": bench_table}
+RESULT_KINDS: dict[str, Callable[[Record], str]] = {"crosscheck": crosscheck_table, "bench": bench_table,
+                                                   "openset": openset_table}
 
 
 def render_table(name: str) -> str:
