@@ -216,3 +216,12 @@ def test_review_target_out_of_range_stops_training_with_exit_2(trained, capsys):
 
     assert train_model.main([*trained["overrides"], "review.accuracy=1.2"]) == 2
     assert_one_line_error(capsys.readouterr().err, "review.accuracy")
+
+
+def test_a_keras_model_whose_outputs_disagree_with_its_review_metadata_is_refused(trained, tmp_path):
+    from semdefect.training.model import KerasClassifier, classifier_part, load_model, save_model
+
+    model, metadata = load_model(trained["keras"])
+    save_model(classifier_part(model), tmp_path / "headless.keras", metadata)
+    with pytest.raises(ModelError, match="headless.keras: its review metadata says score msp\\+agreement"):
+        KerasClassifier(tmp_path / "headless.keras")

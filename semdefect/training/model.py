@@ -22,6 +22,7 @@ import numpy as np
 from semdefect.board.errors import ConfigError, ModelError
 from semdefect.board.files import atomic_path
 from semdefect.board.metadata import KERAS_MEMBER, ModelMetadata, check_model_file
+from semdefect.board.review import AGREEMENT_SCORE
 from semdefect.board.runtime import Classifier
 from semdefect.config import Config
 
@@ -168,6 +169,10 @@ class KerasClassifier(Classifier):
     def __init__(self, path: Path):
         self.path = Path(path)
         self.model, self.metadata = load_model(self.path)
+        review = self.metadata.review
+        if review is not None and (review.score == AGREEMENT_SCORE) != (len(self.model.outputs) == 2):
+            raise ModelError(f"{self.path}: its review metadata says score {review.score}, but the model has "
+                             f"{len(self.model.outputs)} output(s)")
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = self.model.predict_on_batch(batch)
