@@ -77,6 +77,15 @@ def candidate_scores(fit: Features, fit_labels: np.ndarray, temperature: float) 
     banks = {"g": unit(fit[0]), "h": unit(fit[1])}
     maha = {name: mahalanobis(fit[i], fit_labels) for i, name in enumerate(("g", "h"))}
 
+    # smaller banks: the pooled features projected on their first principal components (of the training images),
+    # or at most `cap` training images per class (drawn at random)
+    centre = fit[0].mean(0)
+    components = np.linalg.svd(fit[0] - centre, full_matrices=False)[2]
+    projected = {d: unit((fit[0] - centre) @ components[:d].T) for d in (32, 64)}
+    rng = np.random.default_rng(0)
+    capped = {cap: np.sort(np.concatenate([rng.permutation(np.flatnonzero(fit_labels == c))[:cap]
+                                           for c in np.unique(fit_labels)])) for cap in (30, 60)}
+
     def scores(f: Features) -> dict[str, np.ndarray]:
         z = f[2]
         predicted = z.argmax(1)
@@ -94,6 +103,16 @@ def candidate_scores(fit: Features, fit_labels: np.ndarray, temperature: float) 
                     out[f"agree{k}_{name}"] = agree
                     out[f"msp_T+agree{k}_{name}"] = (out["msp_T"] + agree) / 2
                     out[f"msp_T+agree{k}+knn{k}_{name}"] = (out["msp_T"] + agree + out[f"knn{k}_{name}"]) / 3
+        for d, bank in projected.items():
+            similarity = unit((f[0] - centre) @ components[:d].T) @ bank.T
+            nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :5]
+            agree = (fit_labels[nearest] == predicted[:, None]).mean(1)
+            out[f"msp_T+agree5_pca{d}"] = (out["msp_T"] + agree) / 2
+        for cap, members in capped.items():
+            similarity = unit(f[0]) @ banks["g"][members].T
+            nearest = members[np.argsort(-similarity, axis=1, kind="stable")[:, :5]]
+            agree = (fit_labels[nearest] == predicted[:, None]).mean(1)
+            out[f"msp_T+agree5_g_cap{cap}"] = (out["msp_T"] + agree) / 2
         return out
 
     return scores

@@ -333,7 +333,8 @@ def review_default() -> str:
 
 REVIEW_SCORES_SHOWN = ("msp", "msp_T", "margin", "maxlogit", "energy", "mahalanobis_g", "mahalanobis_h", "knn5_g",
                        "agree5_g", "agree5_h", "msp_T+agree5_g", "msp_T+agree10_g", "msp_T+agree20_g",
-                       "msp_T+agree5_h", "msp_T+agree5+knn5_g")
+                       "msp_T+agree5_h", "msp_T+agree5+knn5_g", "msp_T+agree5_pca64", "msp_T+agree5_pca32",
+                       "msp_T+agree5_g_cap60", "msp_T+agree5_g_cap30")
 
 
 def review_scores() -> str:
