@@ -116,6 +116,16 @@ class Review:
 
 
 @dataclass
+class Adapt:
+    epochs: int = key(low=1)
+    learning_rate: float = key(low=1e-7, high=1.0)
+    new_share: float = key(low=0.05, high=0.95)
+    base_per_class: int = key(low=0)
+    pseudo_labels: bool = key()
+    seed: int = key()
+
+
+@dataclass
 class Evaluate:
     split: str = key(choices=SPLIT_NAMES)
     batch_size: int = key(low=1)
@@ -178,6 +188,7 @@ class Config:
     model: Model
     train: Train
     review: Review
+    adapt: Adapt
     evaluate: Evaluate
     export: Export
     quantize: Quantize

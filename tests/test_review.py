@@ -223,5 +223,5 @@ def test_a_keras_model_whose_outputs_disagree_with_its_review_metadata_is_refuse
 
     model, metadata = load_model(trained["keras"])
     save_model(classifier_part(model), tmp_path / "headless.keras", metadata)
-    with pytest.raises(ModelError, match="headless.keras: its review metadata says score msp\\+agreement"):
+    with pytest.raises(ModelError, match=r"headless\.keras: its review metadata says score msp\+agreement"):
         KerasClassifier(tmp_path / "headless.keras")
