@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from semdefect.board.errors import DatasetError
 from semdefect.board.files import atomic_path, write_json_atomic, write_text_atomic
 from semdefect.config import Config
 from semdefect.data.dataset import SPLITS
 from semdefect.data.duplicates import DuplicateSettings
+from semdefect.data.sheets import contact_sheet
 from semdefect.data.splits import (
     ImageFile,
     assign_splits,
@@ -234,7 +234,8 @@ def write_outputs(out: Path, report: dict[str, Any], verdicts: list[Verdict], ro
     write_text_atomic(out / "audit.md", format_report(report))
     if report["ranked"] and sheet:
         with atomic_path(out / "suspects.png") as tmp:
-            contact_sheet(root, report["ranked"][:sheet]).save(tmp, format="PNG")
+            contact_sheet([(root / r["file"], f"{i + 1}: {r['label']} -> {r['predicted']} {r['p_predicted']:.2f}")
+                           for i, r in enumerate(report["ranked"][:sheet])]).save(tmp, format="PNG")
     else:  # an earlier audit's sheet would show images this one does not dispute
         (out / "suspects.png").unlink(missing_ok=True)
 
@@ -275,20 +276,3 @@ def format_report(report: dict[str, Any], rows: int = 30) -> str:
     if report["unreadable"]:
         lines += ["", f"Not audited, unreadable: {', '.join(u['file'] for u in report['unreadable'])}."]
     return "\n".join(lines) + "\n"
-
-
-def contact_sheet(root: Path, ranked: list[dict[str, Any]], tile: int = 160, columns: int = 6) -> Image.Image:
-    """The suspects side by side, each captioned 'rank: label -> model's choice p'."""
-    caption = 14
-    rows = -(-len(ranked) // columns)
-    sheet = Image.new("L", (columns * tile, rows * (tile + caption)), 255)
-    draw = ImageDraw.Draw(sheet)
-    for i, r in enumerate(ranked):
-        x, y = (i % columns) * tile, (i // columns) * (tile + caption)
-        try:
-            with Image.open(root / r["file"]) as image:
-                sheet.paste(image.convert("L").resize((tile, tile)), (x, y + caption))
-        except OSError:  # listed in the CSV all the same; the sheet is only a view of it
-            pass
-        draw.text((x + 2, y + 1), f"{i + 1}: {r['label']} -> {r['predicted']} {r['p_predicted']:.2f}", fill=0)
-    return sheet

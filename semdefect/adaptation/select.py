@@ -1,0 +1,132 @@
+"""Which images of a new source should a person label first (workstation side).
+
+Two things make a labelled image worth its time: the model is unsure of it (a low review score), and it is unlike
+the images already chosen (else the labels repeat each other). The selection is k-center greedy on the model's
+features (cosine distance), each candidate's distance to the chosen set weighted by how unsure the model is of it
+(`1.5 - score`, so a confident image still counts when it is far from everything chosen). The first pick is the
+image the model is least sure of.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semdefect.board.errors import DatasetError, ImageError, ModelError
+from semdefect.board.files import find_images
+from semdefect.board.images import load_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pool:
+    """The unlabelled images, with what the model says of each."""
+
+    class_names: list[str]
+    paths: list[Path]
+    features: np.ndarray       # (n, d), unit length
+    probabilities: np.ndarray  # calibrated (n, classes)
+    scores: np.ndarray         # review scores (n,)
+
+
+def load_pool(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    if not folder.exists():
+        raise DatasetError(f"--images {folder} does not exist")
+    files, problems = find_images([folder])
+    if not files:
+        raise DatasetError(f"--images {folder}: no images found")
+    return files, problems
+
+
+def onnx_with_features(path: Path) -> Any:
+    """An onnxruntime session over the model with its features (the review head's input) as one more output.
+
+    The features are the tensor that enters the review head (the nodes only its output needs) from the rest of the
+    graph, other than the probabilities."""
+    import onnx
+    import onnxruntime as ort
+
+    from semdefect.board.runtime import session_options
+    from semdefect.deploy.quantize import review_head
+
+    proto = onnx.load(str(path))
+    head = set(review_head(proto.graph))
+    if not head:
+        raise ModelError(f"{path}: has no review head, so no features to compare images by; use the .keras model")
+    produced_outside = {out for node in proto.graph.node if node.name not in head for out in node.output}
+    entering = {name for node in proto.graph.node if node.name in head for name in node.input
+                if name in produced_outside}
+    entering.discard(proto.graph.output[0].name)
+    if len(entering) != 1:
+        raise ModelError(f"{path}: cannot tell the features entering its review head ({sorted(entering)})")
+    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(entering.pop()))
+    return ort.InferenceSession(proto.SerializeToString(), sess_options=session_options(),
+                                providers=["CPUExecutionProvider"])
+
+
+def describe(model_path: Path, files: list[Path], batch_size: int = 64) -> tuple[Pool, list[tuple[Path, str]]]:
+    """Features, calibrated probabilities and review scores of every readable file; unreadable ones are returned."""
+    from semdefect.board.review import calibrate, review_scores
+    from semdefect.evaluation.scoring import load_classifier
+
+    classifier = load_classifier(model_path)
+    arrays, kept, skipped = [], [], []
+    for path in files:
+        try:
+            arrays.append(load_image(path, classifier.prep))
+            kept.append(path)
+        except ImageError as exc:
+            skipped.append((path, str(exc)))
+    if not arrays:
+        raise DatasetError(f"none of the {len(files)} images could be read")
+    x = np.stack(arrays)
+    if model_path.suffix == ".keras":
+        import keras
+
+        from semdefect.training.model import feature_layer
+
+        model = classifier.model  # type: ignore[attr-defined]
+        features_model = keras.Model(model.inputs, model.get_layer(feature_layer(model)).output)
+        features = np.concatenate([features_model.predict_on_batch(x[i:i + batch_size])
+                                   for i in range(0, len(x), batch_size)])
+        probabilities, scores = [], []
+        for i in range(0, len(x), batch_size):
+            p, s = classifier.predict_scored(x[i:i + batch_size])
+            probabilities.append(p)
+            scores.append(s)
+        calibrated, score = np.concatenate(probabilities), np.concatenate(scores)
+    else:
+        session = onnx_with_features(model_path)
+        name = session.get_inputs()[0].name
+        outputs = [session.run(None, {name: x[i:i + batch_size]}) for i in range(0, len(x), batch_size)]
+        raw = np.concatenate([o[0] for o in outputs])
+        agreement = np.concatenate([o[1] for o in outputs])
+        features = np.concatenate([o[-1] for o in outputs])
+        review = classifier.metadata.review
+        calibrated = calibrate(raw, review.temperature) if review else raw
+        score = review_scores(calibrated, agreement)
+    features = np.asarray(features, dtype=np.float64)
+    features /= np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+    return Pool(classifier.class_names, kept, features, np.asarray(calibrated),
+                np.asarray(score, dtype=np.float64)), skipped
+
+
+def pick(pool: Pool, budget: int) -> list[int]:
+    """Indices of at most `budget` images, in the order chosen (uncertainty-weighted k-center greedy)."""
+    if budget <= 0 or not pool.paths:
+        return []
+    weight = 1.5 - pool.scores
+    chosen = [int(np.argmin(pool.scores))]
+    distance = 1.0 - pool.features @ pool.features[chosen[0]]
+    while len(chosen) < min(budget, len(pool.paths)):
+        gain = distance * weight
+        gain[chosen] = -np.inf
+        best = int(np.argmax(gain))
+        chosen.append(best)
+        distance = np.minimum(distance, 1.0 - pool.features @ pool.features[best])
+    return chosen

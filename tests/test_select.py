@@ -1,0 +1,74 @@
+"""select_images.py: which images of a new source to label first."""
+
+import csv
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error
+
+import select_images
+from semdefect.adaptation.select import Pool, pick
+
+
+def read_picks(path):
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("key", ["keras", "onnx", "int8"])
+def test_picks_are_written_with_a_contact_sheet(trained, tmp_path, key, capsys):
+    out = tmp_path / "picks.csv"
+    folder = trained["data"] / "test"
+    assert select_images.main(["--model", str(trained[key]), "--images", str(folder), "--budget", "5",
+                               "--output", str(out)]) == 0, capsys.readouterr().err
+    rows = read_picks(out)
+    assert next(iter(rows[0])) == "path" and len(rows) == 5 and len({r["path"] for r in rows}) == 5
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert all(r["path"].startswith(str(folder)) for r in rows)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert float(rows[0]["score"]) == min(float(r["score"]) for r in rows)  # the least sure comes first
+
+
+def test_keras_and_onnx_models_pick_the_same_images(trained, tmp_path):
+    picks = {}
+    for key in ("keras", "onnx"):
+        out = tmp_path / f"{key}.csv"
+        select_images.main(["--model", str(trained[key]), "--images", str(trained["data"] / "test"), "--budget", "8",
+                            "--output", str(out)])
+        picks[key] = [r["path"] for r in read_picks(out)]
+    assert picks["keras"] == picks["onnx"]
+
+
+def test_a_budget_larger_than_the_folder_takes_every_image(trained, tmp_path):
+    out = tmp_path / "picks.csv"
+    folder = trained["data"] / "test" / "via"
+    assert select_images.main(["--model", str(trained["onnx"]), "--images", str(folder), "--budget", "50",
+                               "--output", str(out)]) == 0
+    assert len(read_picks(out)) == len(list(folder.glob("*.png")))
+
+
+def test_picks_spread_over_the_pool_and_favour_the_unsure():
+    # two tight groups of images; the model is equally sure of all: the picks alternate between the groups
+    features = np.array([[1, 0], [0.99, 0.14], [0.98, 0.2], [0, 1], [0.14, 0.99], [0.2, 0.98]])
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    pool = Pool(["a", "b"], [f"img{i}" for i in range(6)], features, np.full((6, 2), 0.5), np.full(6, 0.8))
+    chosen = pick(pool, 2)
+    assert {chosen[0] < 3, chosen[1] < 3} == {True, False}
+    unsure = Pool(pool.class_names, pool.paths, features, pool.probabilities, np.array([0.9, 0.9, 0.2, 0.9, 0.9, 0.9]))
+    assert pick(unsure, 1) == [2]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--budget", "0"], "--budget must be at least 1"),
+    (["--output", "picks.txt"], "use a .csv file name"),
+    (["--images", "missing"], "does not exist"),
+    (["--images", "empty"], "no images found"),
+])
+def test_bad_input_exits_2_in_one_line(trained, tmp_path, capsys, args, fragment):
+    base = {"--model": str(trained["onnx"]), "--images": str(trained["data"] / "test"), "--budget": "3",
+            "--output": str(tmp_path / "picks.csv")}
+    (tmp_path / "empty").mkdir()
+    for option, value in zip(args[::2], args[1::2]):
+        base[option] = str(tmp_path / value) if option in ("--output", "--images") else value
+    assert select_images.main([x for pair in base.items() for x in pair]) == 2
+    assert_one_line_error(capsys.readouterr().err, fragment)
