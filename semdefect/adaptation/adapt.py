@@ -23,7 +23,7 @@ from semdefect.board.errors import DatasetError, ImageError
 from semdefect.board.files import find_images
 from semdefect.board.images import Preprocess, load_image
 from semdefect.config import Config
-from semdefect.data.dataset import load_folder, load_split
+from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, load_folder, split_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,17 @@ class Images:
         return len(self.y)
 
 
-def per_class_sample(x: np.ndarray, y: np.ndarray, per_class: int, seed: int) -> Images:
-    """At most `per_class` images of each class, drawn with `seed`."""
+def base_sample(root: Path, classes: list[str], prep: Preprocess, per_class: int, seed: int) -> Images:
+    """At most `per_class` images of each class of a dataset root's train and val splits, drawn with `seed`; only
+    those are read."""
+    listed = [list_labelled_files(split_folder(root, split), classes) for split in ("train", "val")]
+    paths = [p for files in listed for p in files.paths]
+    labels = np.array([y for files in listed for y in files.labels], dtype=np.int64)
     rng = np.random.default_rng([seed, 21])
-    chosen = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]))
-    return Images(x[chosen], y[chosen])
+    chosen = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
+                                     for c in np.unique(labels)]))
+    loaded = load_files(LabelledFiles(root, [paths[i] for i in chosen], labels[chosen].tolist()), prep)
+    return Images(loaded.x, loaded.y)
 
 
 def load_unlabelled(folder: Path, prep: Preprocess, exclude: set[Path]) -> tuple[np.ndarray, list[Path]]:
@@ -100,9 +106,7 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
         new = Images(loaded.x, loaded.y)
     rehearsal = Images.empty(prep.image_size)
     if base_data is not None and acfg.base_per_class:
-        parts = [load_split(base_data, split, classes, prep) for split in ("train", "val")]
-        rehearsal = per_class_sample(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
-                                     acfg.base_per_class, acfg.seed)
+        rehearsal = base_sample(base_data, classes, prep, acfg.base_per_class, acfg.seed)
     pseudo = Images.empty(prep.image_size)
     if unlabelled is not None and acfg.pseudo_labels:
         exclude = {p.resolve() for p in loaded.paths} if labelled is not None else set()
