@@ -175,6 +175,7 @@ class Crosscheck:
     manifest_column: str = key()
     seeds: list[int] = key(check=seed_list)
     few_shot: list[int] = key(check=few_shot_list)
+    adapt: list[int] = key(check=few_shot_list)
     leave_out: str = key(choices=("sources", "classes"))
     out: str = key()
     reuse: bool = key()

@@ -187,3 +187,26 @@ def test_open_set_protocol_leaves_each_class_out(tiny_dataset, tmp_path):
         assert run["class_names"] == [c for c in classes if c != row["unknown_class"]]
     assert results["mean_auroc"] == pytest.approx(sum(r["auroc_mean"] for r in results["rows"]) / 3)
     assert "| crack |" in (out / "crosscheck.md").read_text()
+
+
+@pytest.mark.slow  # trains the base rows, then adapts them
+def test_adaptation_rows_adapt_each_held_out_source(tiny_dataset, tmp_path):
+    data = two_source_copy(tiny_dataset, tmp_path / "data")
+    out = tmp_path / "cc"
+    args = [f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1", "crosscheck.sources=[aa_, bb_]",
+            "crosscheck.seeds=[1]", f"crosscheck.out={out}", "crosscheck.adapt=[1]", "adapt.epochs=1",
+            "adapt.base_per_class=1"]
+    assert crosscheck.main(args) == 0
+    results = json.loads((out / "crosscheck.json").read_text())
+    names = [r["name"] for r in results["adapt_rows"]]
+    assert len(names) == 2 * 5 and "bb adapted, 1 picked aa/class + unlabelled aa -> aa" in names
+    assert "aa adapted, unlabelled bb -> bb" in names
+    picked = out / "runs" / "bb_adapted__1_picked_aa_class____aa" / "seed1" / "labelled"
+    labelled = sorted(picked.rglob("*.png"))
+    assert labelled and all(p.name.startswith("aa_") for p in labelled)  # the held-out source's images only
+    assert len(labelled) <= len(results["shared_classes"])  # the budget: 1 per shared class
+    base_test = next(r for r in results["rows"] if r["name"] == "bb -> aa")["test_images"]
+    assert all(r["test_images"] == base_test for r in results["adapt_rows"] if r["name"].endswith("-> aa"))
+    assert set(results["mean_adapt_accuracy"]) == {"0 + unlabelled", "1 random", "1 random + unlabelled",
+                                                   "1 picked", "1 picked + unlabelled"}
+    assert "Adapted with adapt_model.py" in (out / "crosscheck.md").read_text()

@@ -195,7 +195,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         results: dict[str, Any] = {"leave_out": "classes", "classes": [r.unknown_class for r in rows],
                                    "seeds": cfg.crosscheck.seeds, "rows": []}
     else:
-        sources = sorted({s for s in map(source_of, Path(cfg.data.root).rglob("*")) if s})
+        sources = sources_of_root(cfg, source_of)
         if len(sources) < 2:
             raise DatasetError(f"{cfg.data.root}: found {len(sources)} image source(s) by "
                                + ("manifest" if cfg.crosscheck.manifest else f"prefixes {cfg.crosscheck.sources}")
@@ -248,9 +248,19 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         results["mean_few_shot_accuracy"] = {str(k): float(np.mean([r["accuracy_mean"] for r in held_out_rows
                                                                     if r["few_shot"] == k]))
                                              for k in cfg.crosscheck.few_shot}
+        if cfg.crosscheck.adapt:
+            from semdefect.studies.adaptation import mean_by_variant, run_adaptation
+
+            results["adapt_rows"] = run_adaptation(cfg, out, source_of, shared)
+            results["mean_adapt_accuracy"] = mean_by_variant(results["adapt_rows"])
     write_json_atomic(out / "crosscheck.json", results)
     write_text_atomic(out / "crosscheck.md", format_table(results))
     return results
+
+
+def sources_of_root(cfg: Config, source_of: SourceOf) -> list[str]:
+    """The image sources found under data.root, by name."""
+    return sorted({s for s in map(source_of, Path(cfg.data.root).rglob("*")) if s})
 
 
 def list_class_images(cfg: Config, split: str, name: str) -> list[Path]:
@@ -317,6 +327,18 @@ def format_table(results: dict[str, Any]) -> str:
     lines += [f"With {k} labelled training images per class of the held-out source: {100 * accuracy:.1f} % (mean)."
               for k, accuracy in results["mean_few_shot_accuracy"].items()]
     lines += ["Per-class columns are recall, averaged over seeds."]
+    if results.get("adapt_rows"):
+        lines += ["", "Adapted with adapt_model.py from the leave-one-source-out model above (k labelled training "
+                      "images per shared class of the held-out source, chosen at random or by select_images.py; with "
+                      "or without its unlabelled training images):", "",
+                  "| adapted -> test | test images | accuracy | macro F1 | coverage | accepted |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['test_images']} | "
+                  f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
+                  f"| {r['f1_macro_mean']:.3f} | {percent(r.get('coverage_mean'))} "
+                  f"| {percent(r.get('accuracy_accepted_mean'))} |" for r in results["adapt_rows"]]
+        lines += ["", "Mean over the held-out sources: " + ", ".join(
+            f"{name}: {100 * accuracy:.1f} %" for name, accuracy in results["mean_adapt_accuracy"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 

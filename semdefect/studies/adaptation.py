@@ -1,0 +1,142 @@
+"""The adaptation rows of the protocol: a model trained on one source, adapted to the held-out one (workstation side).
+
+For each leave-one-source-out row and seed, its trained model is the base; `adapt_model`'s code adapts it with k
+labelled training images per shared class of the held-out source, chosen at random or by `select_images`' code (the
+same budget: k x the shared classes), with and without the held-out source's unlabelled training images; and with
+no labelled image, the unlabelled ones only. Each adapted model is scored on the held-out source's test images of
+the shared classes, like its base row. `crosscheck.adapt` lists the k; the rows retrained from scratch with k
+labelled images are the `crosscheck.few_shot` rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semdefect.board.files import write_json_atomic
+from semdefect.config import Config
+from semdefect.data.dataset import list_labelled_files, split_folder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptRow:
+    """One adaptation row: the base row's model adapted to `held_out` with `k` labelled images per shared class."""
+
+    name: str
+    base_row: str
+    held_out: str
+    k: int
+    pick: str | None  # random | picked (select_images); None with k = 0
+    unlabelled: bool
+
+
+def adaptation_rows(sources: list[str], ks: list[int]) -> list[AdaptRow]:
+    rows = []
+    for held_out in sources:
+        trained_on = "+".join(s for s in sources if s != held_out)
+        base = f"{trained_on} -> {held_out}"
+        rows.append(AdaptRow(f"{trained_on} adapted, unlabelled {held_out} -> {held_out}", base, held_out, 0, None,
+                             True))
+        for k in ks:
+            for pick in ("random", "picked"):
+                for unlabelled in (False, True):
+                    extra = f" + unlabelled {held_out}" if unlabelled else ""
+                    rows.append(AdaptRow(f"{trained_on} adapted, {k} {pick} {held_out}/class{extra} -> {held_out}",
+                                         base, held_out, k, pick, unlabelled))
+    return rows
+
+
+def link_folder(folder: Path, files: list[tuple[Path, str]]) -> Path:
+    """A folder of class folders of symlinks to `files` ((path, class name)), made afresh."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for path, name in files:
+        target = folder / name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path.resolve())
+    return folder
+
+
+def labelled_choice(row: AdaptRow, base_model: Path, pool: list[tuple[Path, int]], classes: list[str],
+                    shared: set[str]) -> list[tuple[Path, str]]:
+    """The row's labelled images from `pool` (the held-out source's training images of the shared classes)."""
+    from semdefect.adaptation.select import describe, pick
+    from semdefect.studies.crosscheck import few_shot_sample
+
+    if row.pick == "random":
+        chosen = few_shot_sample(pool, row.k)
+    else:
+        described, _ = describe(base_model, [p for p, _ in pool])
+        label_of = dict(pool)
+        chosen = [(described.paths[i], label_of[described.paths[i]]) for i in pick(described, row.k * len(shared))]
+    return [(path, classes[label]) for path, label in chosen]
+
+
+def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> list[dict[str, Any]]:
+    """Run every adaptation row with every seed (after their base rows); returns their summaries."""
+    import keras
+
+    from semdefect.adaptation.adapt import adapt
+    from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
+    from semdefect.studies.crosscheck import Row, finished_run, slug, sources_of_root, summarise
+
+    root, classes = Path(cfg.data.root), cfg.data.classes
+    summaries = []
+    for row in adaptation_rows(sources_of_root(cfg, source_of), cfg.crosscheck.adapt):
+        train_files = list_labelled_files(split_folder(root, "train"), classes)
+        of_source = [(p, y) for p, y in zip(train_files.paths, train_files.labels) if source_of(p) == row.held_out]
+        pool = [(p, y) for p, y in of_source if classes[y] in shared]
+        view = out / "views" / slug(row.base_row)
+        runs, n_test = [], 0
+        for seed in cfg.crosscheck.seeds:
+            base_dir = out / "runs" / slug(row.base_row) / f"seed{seed}"
+            run_dir = out / "runs" / slug(row.name) / f"seed{seed}"
+            settings = {"base": json.loads((base_dir / "run.json").read_text()), "adapt": asdict(cfg.adapt),
+                        "row": asdict(row), "pool": digest([str(p) for p, _ in of_source])}
+            metrics = finished_run(run_dir, settings) if cfg.crosscheck.reuse else None
+            if metrics is None:
+                (run_dir / "run.json").unlink(missing_ok=True)
+                keras.backend.clear_session()
+                labelled = None
+                if row.k:
+                    chosen = labelled_choice(row, base_dir / "model.keras", pool, classes, shared)
+                    labelled = link_folder(run_dir / "labelled", chosen)
+                unlabelled = (link_folder(run_dir / "unlabelled", [(p, classes[y]) for p, y in of_source])
+                              if row.unlabelled else None)
+                adapt(base_dir / "model.keras", run_dir / "model.keras", labelled, view, unlabelled, cfg)
+                classifier = load_classifier(run_dir / "model.keras")
+                metrics = score(classifier, load_eval_data(view, "test", classifier.class_names,
+                                                           classifier.prep)).metrics
+                write_json_atomic(run_dir / "metrics.json", metrics)
+                write_json_atomic(run_dir / "run.json", settings)
+            else:
+                log.info("%s, seed %d: kept the finished run in %s", row.name, seed, run_dir)
+            n_test = metrics["n_images"]
+            runs.append(metrics)
+            log.info("%s, seed %d: accuracy %.2f%%", row.name, seed, 100 * metrics["accuracy"])
+        summary = summarise(Row(row.name, None, (row.held_out,), row.k), runs, n_test)
+        summaries.append(summary | {"adapt": {"pick": row.pick, "unlabelled": row.unlabelled, "k": row.k}})
+    return summaries
+
+
+def digest(items: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()
+
+
+def mean_by_variant(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean accuracy of each variant over the held-out sources, e.g. '5 picked + unlabelled'."""
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        a = r["adapt"]
+        name = f"{a['k']} {a['pick']}" if a["k"] else "0"
+        name += " + unlabelled" if a["unlabelled"] else ""
+        groups.setdefault(name, []).append(r["accuracy_mean"])
+    return {name: float(np.mean(values)) for name, values in groups.items()}
