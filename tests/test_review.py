@@ -225,3 +225,16 @@ def test_a_keras_model_whose_outputs_disagree_with_its_review_metadata_is_refuse
     save_model(classifier_part(model), tmp_path / "headless.keras", metadata)
     with pytest.raises(ModelError, match=r"headless\.keras: its review metadata says score msp\+agreement"):
         KerasClassifier(tmp_path / "headless.keras")
+
+
+def test_the_bank_is_stored_in_float16_in_every_file(trained):
+    from onnx import TensorProto
+
+    from semdefect.training.model import load_model
+
+    model, _ = load_model(trained["keras"])
+    assert model.get_layer("agreement").get_weights()[0].dtype == np.float16
+    for key in ("onnx", "int8"):
+        graph = onnx.load(str(trained[key])).graph
+        halves = [t for t in graph.initializer if t.data_type == TensorProto.FLOAT16]
+        assert len(halves) == 1 and any(n.op_type == "Cast" and n.input[0] == halves[0].name for n in graph.node)

@@ -52,7 +52,7 @@ def onnx_with_features(path: Path) -> Any:
     import onnxruntime as ort
 
     from semdefect.board.runtime import session_options
-    from semdefect.deploy.quantize import review_head
+    from semdefect.deploy.export import review_head
 
     proto = onnx.load(str(path))
     head = set(review_head(proto.graph))

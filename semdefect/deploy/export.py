@@ -33,10 +33,52 @@ def export_onnx(model: keras.Model, metadata: ModelMetadata, path: Path, opset: 
     for value in (proto.graph.input[0], *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     set_metadata(proto, metadata.to_strings())
+    half_precision_bank(proto)  # tf2onnx stores the float16 bank as float32: store it as Keras does
     proto.producer_name = "semdefect"
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
+
+
+def review_head(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes only the review head's output needs (the neighbour search): they stay float, as the
+    training images' features and one-hot labels they hold must not be rounded."""
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def ancestors(name: str) -> set[str]:
+        found: set[str] = set()
+        pending = [name]
+        while pending:
+            node = producers.get(pending.pop())
+            if node is not None and node.name not in found:
+                found.add(node.name)
+                pending += list(node.input)
+        return found
+
+    outputs = [output.name for output in graph.output]
+    if len(outputs) < 2:
+        return []
+    return sorted(ancestors(outputs[1]) - ancestors(outputs[0]))
+
+
+def half_precision_bank(proto: onnx.ModelProto) -> None:
+    """Store the review head's bank of training-image features (the constant its MatMul multiplies by) in float16,
+    as the Keras model holds it: half the bytes. A Cast node turns it back into float32, which onnxruntime computes
+    once, when it loads the model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    head = set(review_head(proto.graph))
+    constants = {t.name: t for t in proto.graph.initializer}
+    for node in [n for n in proto.graph.node if n.name in head and n.op_type == "MatMul"]:
+        for name in node.input:
+            bank = constants.get(name)
+            if bank is None or bank.data_type != TensorProto.FLOAT:
+                continue
+            half = numpy_helper.from_array(numpy_helper.to_array(bank).astype(np.float16), f"{name}_float16")
+            proto.graph.initializer.remove(bank)
+            proto.graph.initializer.append(half)
+            proto.graph.node.insert(0, helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT,
+                                                        name=f"{name}_to_float32"))
 
 
 def set_metadata(proto: onnx.ModelProto, pairs: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ from semdefect.board.review import decisions
 from semdefect.board.runtime import OnnxClassifier
 from semdefect.config import Config, Quantize
 from semdefect.data.dataset import LoadedSplit
-from semdefect.deploy.export import compare_outputs, copy_metadata
+from semdefect.deploy.export import compare_outputs, copy_metadata, half_precision_bank, review_head
 from semdefect.evaluation.metrics import compute_metrics
 from semdefect.evaluation.scoring import load_eval_data, predict_scored
 
@@ -100,31 +100,11 @@ def quantize_model(fp32_path: Path, int8_path: Path, calibration: np.ndarray, qc
         proto = onnx.load(str(quantized))
         if first_block:
             guard_float_pool(proto, first_block[-1])
+        half_precision_bank(proto)  # the pre-processing folded the export's Cast away
         onnx.checker.check_model(proto)
         with atomic_path(int8_path) as tmp:
             onnx.save(proto, str(tmp))
     copy_metadata(fp32_path, int8_path)
-
-
-def review_head(graph: onnx.GraphProto) -> list[str]:
-    """Names of the nodes only the review head's output needs (the neighbour search): they stay float, as the
-    training images' features and one-hot labels they hold must not be rounded."""
-    producers = {output: node for node in graph.node for output in node.output}
-
-    def ancestors(name: str) -> set[str]:
-        found: set[str] = set()
-        pending = [name]
-        while pending:
-            node = producers.get(pending.pop())
-            if node is not None and node.name not in found:
-                found.add(node.name)
-                pending += list(node.input)
-        return found
-
-    outputs = [output.name for output in graph.output]
-    if len(outputs) < 2:
-        return []
-    return sorted(ancestors(outputs[1]) - ancestors(outputs[0]))
 
 
 def first_conv_block(graph: onnx.GraphProto) -> list[str]:

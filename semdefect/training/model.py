@@ -83,8 +83,10 @@ class NeighbourAgreement(keras.layers.Layer):  # type: ignore[misc]  # keras has
 
     def build(self, input_shape: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
         features = input_shape[0][-1]
+        # float16 halves what the bank adds to each model file; onnxruntime turns it into float32 once, when it
+        # loads the model, so the search runs as fast as with a float32 bank
         self.bank = self.add_weight(shape=(self.bank_size, features), initializer="zeros", trainable=False,
-                                    name="bank")
+                                    name="bank", dtype="float16")
         self.bank_labels = self.add_weight(shape=(self.bank_size, self.num_classes), initializer="zeros",
                                            trainable=False, name="bank_labels")
 
@@ -92,7 +94,8 @@ class NeighbourAgreement(keras.layers.Layer):  # type: ignore[misc]  # keras has
         features, probabilities = inputs
         ops = keras.ops
         unit = features / ops.sqrt(ops.sum(features * features, axis=-1, keepdims=True) + 1e-12)
-        _, nearest = ops.top_k(ops.matmul(unit, ops.transpose(self.bank)), k=self.k)
+        bank = ops.cast(self.bank, "float32")
+        _, nearest = ops.top_k(ops.matmul(unit, ops.transpose(bank)), k=self.k)
         votes = ops.mean(ops.take(self.bank_labels, nearest, axis=0), axis=1)  # (n, classes)
         # the predicted class as a one-hot row; not argmax, which Keras lowers to an op ONNX lacks (Bitcast)
         predicted = ops.cast(ops.equal(probabilities, ops.max(probabilities, axis=-1, keepdims=True)), "float32")
