@@ -90,7 +90,15 @@ def crosscheck_table(data: Record) -> str:
     text += f"\nMean leave-one-source-out accuracy: {100 * data['mean_leave_one_source_out_accuracy']:.1f} %"
     text += "".join(f"; with {k} labelled images per class of the held-out source: {100 * a:.1f} %"
                     for k, a in data["mean_few_shot_accuracy"].items())
-    return text + ". Seeds " + ", ".join(map(str, data["seeds"])) + "; per-class columns are recall.\n"
+    text += ". Seeds " + ", ".join(map(str, data["seeds"])) + "; per-class columns are recall.\n"
+    if data.get("adapt_rows"):  # the leave-one-source-out models adapted with adapt_model.py
+        adapted = [[r["name"], r["test_images"], f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} %",
+                    f"{r['f1_macro_mean']:.3f}", *selective(r)] for r in data["adapt_rows"]]
+        text += "\n" + markdown(["adapted -> test", "test images", "accuracy", "macro F1",
+                                 *(["coverage", "accuracy on accepted"] if review else [])], adapted)
+        text += "\nMean over the held-out sources: " + ", ".join(
+            f"{name}: {100 * a:.1f} %" for name, a in data["mean_adapt_accuracy"].items()) + ".\n"
+    return text
 
 
 def openset_table(data: Record) -> str:
