@@ -70,7 +70,8 @@ def onnx_with_features(path: Path) -> Any:
 
 
 def describe(model_path: Path, files: list[Path], batch_size: int = 64) -> tuple[Pool, list[tuple[Path, str]]]:
-    """Features, calibrated probabilities and review scores of every readable file; unreadable ones are returned."""
+    """Features, calibrated probabilities and review scores of every readable file, from one pass of the model;
+    unreadable files are returned."""
     from semdefect.board.review import calibrate, review_scores
     from semdefect.evaluation.scoring import load_classifier
 
@@ -85,35 +86,29 @@ def describe(model_path: Path, files: list[Path], batch_size: int = 64) -> tuple
     if not arrays:
         raise DatasetError(f"none of the {len(files)} images could be read")
     x = np.stack(arrays)
-    if model_path.suffix == ".keras":
+    if model_path.suffix == ".keras":  # the model's outputs with its features as one more
         import keras
 
         from semdefect.training.model import feature_layer
 
         model = classifier.model  # type: ignore[attr-defined]
-        features_model = keras.Model(model.inputs, model.get_layer(feature_layer(model)).output)
-        features = np.concatenate([features_model.predict_on_batch(x[i:i + batch_size])
-                                   for i in range(0, len(x), batch_size)])
-        probabilities, scores = [], []
-        for i in range(0, len(x), batch_size):
-            p, s = classifier.predict_scored(x[i:i + batch_size])
-            probabilities.append(p)
-            scores.append(s)
-        calibrated, score = np.concatenate(probabilities), np.concatenate(scores)
+        with_features = keras.Model(model.inputs, [*model.outputs, model.get_layer(feature_layer(model)).output])
+        run = with_features.predict_on_batch
     else:
         session = onnx_with_features(model_path)
         name = session.get_inputs()[0].name
-        outputs = [session.run(None, {name: x[i:i + batch_size]}) for i in range(0, len(x), batch_size)]
-        raw = np.concatenate([o[0] for o in outputs])
-        agreement = np.concatenate([o[1] for o in outputs])
-        features = np.concatenate([o[-1] for o in outputs])
-        review = classifier.metadata.review
-        calibrated = calibrate(raw, review.temperature) if review else raw
-        score = review_scores(calibrated, agreement)
+
+        def run(batch: np.ndarray) -> Any:
+            return session.run(None, {name: batch})
+    outputs = [[np.asarray(o) for o in run(x[i:i + batch_size])] for i in range(0, len(x), batch_size)]
+    raw, features = np.concatenate([o[0] for o in outputs]), np.concatenate([o[-1] for o in outputs])
+    agreement = np.concatenate([o[1] for o in outputs]) if len(outputs[0]) == 3 else None
+    review = classifier.metadata.review
+    calibrated = calibrate(raw, review.temperature) if review else raw
     features = np.asarray(features, dtype=np.float64)
     features /= np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
     return Pool(classifier.class_names, kept, features, np.asarray(calibrated),
-                np.asarray(score, dtype=np.float64)), skipped
+                np.asarray(review_scores(calibrated, agreement), dtype=np.float64)), skipped
 
 
 def pick(pool: Pool, budget: int) -> list[int]:

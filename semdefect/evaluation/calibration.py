@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semdefect.board.files import atomic_path
+from semdefect.evaluation.figures import pyplot, save_png
 
 ECE_BINS = 15  # the usual choice (Guo et al., 2017), so figures compare with the literature
 
@@ -55,11 +55,7 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 
 def plot_reliability(bins: list[ReliabilityBin], path: Path, title: str) -> None:
     """Accuracy against confidence per bin, beside the diagonal of a calibrated model; bar labels are counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     width = bins[0].high - bins[0].low
     for b in bins:
@@ -73,10 +69,7 @@ def plot_reliability(bins: list[ReliabilityBin], path: Path, title: str) -> None
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def calibrated_ece(confidence: np.ndarray, bins: int = ECE_BINS, draws: int = 1000, seed: int = 0) -> float:

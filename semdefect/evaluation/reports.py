@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from semdefect.board.files import atomic_path, write_json_atomic, write_text_atomic
+from semdefect.board.files import write_json_atomic, write_text_atomic
 from semdefect.evaluation.calibration import plot_reliability, reliability_bins
+from semdefect.evaluation.figures import pyplot, save_png
 from semdefect.evaluation.metrics import format_table
 from semdefect.evaluation.scoring import Scored
 from semdefect.evaluation.selective import risk_coverage
@@ -71,11 +72,7 @@ def write_predictions(scored: Scored, paths: Sequence[Path], labels: np.ndarray,
 def plot_risk_coverage(scores: np.ndarray, correct: np.ndarray, selective: dict[str, Any], path: Path,
                        title: str) -> None:
     """Error rate on the accepted images against the share accepted, the threshold's point marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     coverage, risk = risk_coverage(scores, correct)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(coverage, risk, color="tab:blue", label=f"AURC {selective['aurc']:.3f}")
@@ -88,18 +85,11 @@ def plot_risk_coverage(scores: np.ndarray, correct: np.ndarray, selective: dict[
     ax.set_ylabel("risk (error rate on accepted)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     counts = np.asarray(matrix)
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 1.0 + 0.55 * n))
@@ -115,7 +105,4 @@ def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], path: Pa
             if counts[i, j]:
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if counts[i, j] > top / 2 else "black")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path)

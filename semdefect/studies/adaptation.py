@@ -90,8 +90,8 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
 
     root, classes = Path(cfg.data.root), cfg.data.classes
     summaries = []
+    train_files = list_labelled_files(split_folder(root, "train"), classes)
     for row in adaptation_rows(sources_of_root(cfg, source_of), cfg.crosscheck.adapt):
-        train_files = list_labelled_files(split_folder(root, "train"), classes)
         of_source = [(p, y) for p, y in zip(train_files.paths, train_files.labels) if source_of(p) == row.held_out]
         pool = [(p, y) for p, y in of_source if classes[y] in shared]
         view = out / "views" / slug(row.base_row)

@@ -189,8 +189,8 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     source_of = source_lookup(cfg)
     out = Path(cfg.crosscheck.out)
     if open_set:
-        have_test = {c for c in cfg.data.classes if list_class_images(cfg, "test", c)}
-        rows = open_set_rows([c for c in cfg.data.classes if c in have_test])
+        test_images = images_by_class(cfg, "test")
+        rows = open_set_rows([c for c in cfg.data.classes if c in test_images])
         shared = set(cfg.data.classes)
         results: dict[str, Any] = {"leave_out": "classes", "classes": [r.unknown_class for r in rows],
                                    "seeds": cfg.crosscheck.seeds, "rows": []}
@@ -232,7 +232,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
                 metrics = scored.metrics
                 if row.unknown_class:
                     metrics["open_set"] = open_set_metrics(classifier, scored.scores,
-                                                           list_class_images(cfg, "test", row.unknown_class))
+                                                           test_images[row.unknown_class])
                 write_json_atomic(run_dir / "metrics.json", metrics)
                 write_json_atomic(run_dir / "run.json", settings)  # last: its presence marks the run finished
             runs.append(metrics)
@@ -263,9 +263,13 @@ def sources_of_root(cfg: Config, source_of: SourceOf) -> list[str]:
     return sorted({s for s in map(source_of, Path(cfg.data.root).rglob("*")) if s})
 
 
-def list_class_images(cfg: Config, split: str, name: str) -> list[Path]:
+def images_by_class(cfg: Config, split: str) -> dict[str, list[Path]]:
+    """The images of one split of data.root, by class name (classes without images left out)."""
     listed = list_labelled_files(split_folder(Path(cfg.data.root), split), cfg.data.classes)
-    return [p for p, y in zip(listed.paths, listed.labels) if cfg.data.classes[y] == name]
+    found: dict[str, list[Path]] = {}
+    for path, label in zip(listed.paths, listed.labels):
+        found.setdefault(cfg.data.classes[label], []).append(path)
+    return found
 
 
 def open_set_metrics(classifier: Classifier, known_scores: np.ndarray, unknown: list[Path]) -> dict[str, Any]:

@@ -20,11 +20,12 @@ import numpy as np
 
 from semdefect import __version__
 from semdefect.board.errors import ConfigError
-from semdefect.board.files import atomic_path, write_json_atomic
+from semdefect.board.files import write_json_atomic
 from semdefect.board.metadata import ModelMetadata
 from semdefect.board.review import ReviewSettings, calibrate, review_scores
 from semdefect.config import Config, save_resolved
 from semdefect.data.dataset import LoadedSplit, load_split
+from semdefect.evaluation.figures import pyplot, save_png
 from semdefect.evaluation.selective import fit_review
 from semdefect.training.augment import augment_batch
 from semdefect.training.model import build_from_config, classifier_part, load_model, save_model, with_agreement
@@ -278,11 +279,7 @@ def warn_missing_classes(train_set: LoadedSplit, classes: list[str]) -> None:
 
 def plot_curves(history: dict[str, list[float]], path: Path) -> None:
     """Loss and accuracy per epoch, train against val."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -292,7 +289,4 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path)
