@@ -122,6 +122,7 @@ class Adapt:
     new_share: float = key(low=0.05, high=0.95)
     base_per_class: int = key(low=0)
     pseudo_labels: bool = key()
+    pseudo_share: float = key(low=0.01, high=1.0)
     seed: int = key()
 
 

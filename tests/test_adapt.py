@@ -42,31 +42,42 @@ def test_adapted_model_keeps_classes_preprocessing_and_review_bin(trained, tmp_p
     assert weights_changed
 
 
-def test_unlabelled_images_are_used_where_the_review_bin_accepts_them(trained, tmp_path, capsys):
-    from semdefect.data.dataset import load_split
-    from semdefect.evaluation.scoring import predict_scored
-
-    base = KerasClassifier(trained["keras"])
-    test = load_split(trained["data"], "test", base.class_names, base.prep)
-    accepted = int((predict_scored(base, test.x)[1] >= base.threshold).sum())
+def test_unlabelled_images_alone_renormalise_and_keep_the_weights(trained, tmp_path, capsys):
     out = tmp_path / "adapted.keras"
     code = adapt_model.main(["--model", str(trained["keras"]), "--unlabelled", str(trained["data"] / "test"),
-                             "--base-data", str(trained["data"]), "--output", str(out), *overrides(trained)])
-    assert code == 0 and out.is_file()
-    assert f'"pseudo_labelled": {accepted}' in capsys.readouterr().out
+                             "--output", str(out), *overrides(trained)])
+    assert code == 0, capsys.readouterr().err
+    report = capsys.readouterr().out
+    assert "BatchNorm statistics re-estimated" in report and "neighbour bank kept" in report
+    base, adapted = KerasClassifier(trained["keras"]), KerasClassifier(out)
+    changed = {w.path for w, a, b in zip(adapted.model.weights, adapted.model.get_weights(), base.model.get_weights())
+               if not np.array_equal(a, b)}
+    assert changed and all("moving_" in name for name in changed)  # only the BatchNorm statistics moved
 
 
-def test_the_pseudo_labels_are_the_answers_the_review_bin_accepts(monkeypatch):
-    import semdefect.evaluation.scoring as scoring
-    from semdefect.adaptation.adapt import pseudo_labelled
+def test_labelled_and_unlabelled_images_make_a_second_round(trained, tmp_path, capsys):
+    out = tmp_path / "adapted.keras"
+    code = adapt_model.main(["--model", str(trained["keras"]), "--data", str(labelled_folder(trained, tmp_path)),
+                             "--unlabelled", str(trained["data"] / "test"), "--output", str(out),
+                             *overrides(trained), "adapt.pseudo_share=0.5"])
+    assert code == 0, capsys.readouterr().err
+    report = capsys.readouterr().out
+    unlabelled = len(list((trained["data"] / "test").rglob("*.png")))
+    assert f'"unlabelled": {unlabelled}' in report and "pseudo-labelled" in report
+
+
+def test_the_surest_share_of_each_answered_class_is_kept():
+    from semdefect.adaptation.adapt import surest_answers
 
     class Model:
-        threshold = 0.6
+        @staticmethod
+        def predict_on_batch(x):
+            return probabilities[:len(x)]
 
-    probabilities = np.array([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8]], np.float32)
-    monkeypatch.setattr(scoring, "predict_scored", lambda model, x: (probabilities, probabilities.max(axis=1)))
-    images = pseudo_labelled(Model(), np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1))
-    assert images.y.tolist() == [0, 1] and images.x.ravel().tolist() == [0, 2]  # the 0.55 answer is not trusted
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.45, 0.55]], np.float32)
+    images = surest_answers(Model(), np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1), 0.5)
+    # class 0 answered 4 times: its surest 2 (0.9, 0.8); class 1 once: kept, however unsure
+    assert images.x.ravel().tolist() == [0, 3, 4] and images.y.tolist() == [0, 0, 1]
 
 
 @pytest.mark.parametrize("case, fragment", [

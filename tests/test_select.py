@@ -26,7 +26,8 @@ def test_picks_are_written_with_a_contact_sheet(trained, tmp_path, key, capsys):
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert all(r["path"].startswith(str(folder)) for r in rows)
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert float(rows[0]["score"]) == min(float(r["score"]) for r in rows)  # the least sure comes first
+    assert [int(r["similar"]) for r in rows] == sorted((int(r["similar"]) for r in rows), reverse=True)
+    assert sum(int(r["similar"]) for r in rows) <= len(list(folder.rglob("*.png")))
 
 
 def test_keras_and_onnx_models_pick_the_same_images(trained, tmp_path):
@@ -47,15 +48,14 @@ def test_a_budget_larger_than_the_folder_takes_every_image(trained, tmp_path):
     assert len(read_picks(out)) == len(list(folder.glob("*.png")))
 
 
-def test_picks_spread_over_the_pool_and_favour_the_unsure():
-    # two tight groups of images; the model is equally sure of all: the picks alternate between the groups
-    features = np.array([[1, 0], [0.99, 0.14], [0.98, 0.2], [0, 1], [0.14, 0.99], [0.2, 0.98]])
+def test_picks_stand_for_the_groups_of_look_alikes_the_largest_first():
+    # a group of four images around (1, 0) and one of two around (0, 1): one pick from each, the typical one
+    features = np.array([[1, 0.3], [1, 0.1], [1, -0.1], [1, -0.3], [0.05, 1], [-0.05, 1]])
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     pool = Pool(["a", "b"], [f"img{i}" for i in range(6)], features, np.full((6, 2), 0.5), np.full(6, 0.8))
-    chosen = pick(pool, 2)
-    assert {chosen[0] < 3, chosen[1] < 3} == {True, False}
-    unsure = Pool(pool.class_names, pool.paths, features, pool.probabilities, np.array([0.9, 0.9, 0.2, 0.9, 0.9, 0.9]))
-    assert pick(unsure, 1) == [2]
+    chosen, similar = pick(pool, 2)
+    assert chosen[0] in (1, 2) and chosen[1] in (4, 5) and similar == [4, 2]
+    assert pick(pool, 10) == (list(range(6)), [1] * 6)
 
 
 @pytest.mark.parametrize("args, fragment", [

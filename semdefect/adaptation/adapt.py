@@ -1,12 +1,16 @@
 """Fine-tune a trained model on a few labelled images of a new source, without a full retraining (workstation side).
 
-The classifier starts from the trained weights and takes `adapt.epochs` short epochs over a mix of: the new source's
-labelled images, repeated so that they make `adapt.new_share` of every epoch; up to `adapt.base_per_class` images per
-class of the original training data, so that the model keeps what it knew; and, with `adapt.pseudo_labels`, the new
-source's unlabelled images that the base model's review bin accepts, labelled with its answer. BatchNorm statistics
-move to the new mix as the model trains. The review head's neighbour bank is rebuilt from the images the adapted
-model was fitted on (labelled ones only); its temperature and threshold are carried over from the base model, as
-there are no held-out labelled images of the new source to fit them on.
+With labelled images, the classifier starts from the trained weights and takes `adapt.epochs` short epochs over a
+mix of the new source's labelled images, repeated so that they make `adapt.new_share` of every epoch, and up to
+`adapt.base_per_class` images per class of the original training data, so that the model keeps what it knew. With
+unlabelled images of the new source too (and `adapt.pseudo_labels`), a second round of as many epochs adds the
+ones the adapted model is surest of (the surest `adapt.pseudo_share` of those it gives each class), labelled with
+its answer. With unlabelled images only, no answer of the base model is good enough to learn from (on the held-out
+source of the protocol its surest half was 20 % right), so the weights stay and only the BatchNorm statistics are
+re-estimated on the new source's images: the one thing they tell without labels is what its images look like.
+The review head's neighbour bank is rebuilt from the labelled images the adapted model was fitted on; temperature
+and threshold are carried over from the base model, as there are no held-out labelled images of the new source to
+fit them on. docs/new-fab.md has the figures that chose all of this.
 """
 
 from __future__ import annotations
@@ -76,15 +80,52 @@ def load_unlabelled(folder: Path, prep: Preprocess, exclude: set[Path]) -> tuple
     return np.stack(arrays), kept
 
 
-def pseudo_labelled(base: Any, x: np.ndarray) -> Images:
-    """The unlabelled images the base model's review bin accepts, labelled with its answer (all its answers when it
-    has no review bin)."""
-    from semdefect.board.review import decisions
-    from semdefect.evaluation.scoring import predict_scored
+def surest_answers(model: Any, x: np.ndarray, share: float, batch_size: int = 64) -> Images:
+    """For each class the model answers, the `share` of those images it is surest of (at least one), labelled with
+    its answer: per class, so that the classes it answers rarely still get some."""
+    probabilities = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size]))
+                                    for i in range(0, len(x), batch_size)])
+    answers, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    kept: list[int] = []
+    for label in np.unique(answers):
+        members = np.flatnonzero(answers == label)
+        kept.extend(members[np.argsort(-confidence[members], kind="stable")][:max(1, round(share * len(members)))])
+    chosen = np.sort(np.array(kept, dtype=np.int64))
+    return Images(x[chosen], answers[chosen])
 
-    probabilities, scores = predict_scored(base, x)
-    accepted = np.array([d == "accept" for d in decisions(scores, base.threshold)], dtype=bool)
-    return Images(x[accepted], probabilities.argmax(axis=1)[accepted])
+
+def renormalise(model: Any, x: np.ndarray, batch_size: int = 64) -> None:
+    """Set every BatchNorm layer's statistics to those of its input over `x`, layer after layer (each one sees the
+    earlier ones already renormalised)."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            upstream = keras.Model(model.inputs, layer.input)
+            values = np.concatenate([np.asarray(upstream.predict_on_batch(x[i:i + batch_size]))
+                                     for i in range(0, len(x), batch_size)])
+            gamma, beta, _, _ = layer.get_weights()
+            layer.set_weights([gamma, beta, values.mean(axis=(0, 1, 2)), values.var(axis=(0, 1, 2))])
+
+
+def with_new(fitted: Images, new: Images, share: float) -> Images:
+    """`fitted` with the new source's labelled images repeated so that they make `share` of the mix."""
+    if not len(new):
+        return fitted
+    repeats = max(1, round(share / (1 - share) * len(fitted) / len(new))) if len(fitted) else 1
+    return Images(np.concatenate([fitted.x, *[new.x] * repeats]), np.concatenate([fitted.y, *[new.y] * repeats]))
+
+
+def fine_tune(model: Any, mix: Images, cfg: Config, seed: int) -> None:
+    import keras
+
+    from semdefect.training.train import BatchSequence, onehot
+
+    model.compile(optimizer=keras.optimizers.Adam(cfg.adapt.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy())
+    sequence = BatchSequence(mix.x, onehot(mix.y, model.output.shape[-1]), cfg.train.batch_size, seed,
+                             augment=True, zoom=cfg.train.zoom)
+    model.fit(sequence, epochs=cfg.adapt.epochs, verbose=2)
 
 
 def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path | None, unlabelled: Path | None,
@@ -92,8 +133,7 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     """Adapt the model in `base_path` and write it to `output`; returns what was used and done."""
     import keras
 
-    from semdefect.training.model import KerasClassifier, classifier_part, save_model, with_agreement
-    from semdefect.training.train import BatchSequence, onehot
+    from semdefect.training.model import KerasClassifier, classifier_part, feature_layer, save_model, with_agreement
 
     started = time.perf_counter()
     acfg = cfg.adapt
@@ -107,32 +147,36 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     rehearsal = Images.empty(prep.image_size)
     if base_data is not None and acfg.base_per_class:
         rehearsal = base_sample(base_data, classes, prep, acfg.base_per_class, acfg.seed)
-    pseudo = Images.empty(prep.image_size)
-    if unlabelled is not None and acfg.pseudo_labels:
+    pool = np.empty((0, prep.image_size, prep.image_size, 1), np.float32)
+    if unlabelled is not None:
         exclude = {p.resolve() for p in loaded.paths} if labelled is not None else set()
-        pseudo = pseudo_labelled(base, load_unlabelled(unlabelled, prep, exclude)[0])
-    fitted = Images(np.concatenate([rehearsal.x, pseudo.x]), np.concatenate([rehearsal.y, pseudo.y]))
-    if len(new):  # the new source's labelled images make `new_share` of each epoch
-        repeats = max(1, round(acfg.new_share / (1 - acfg.new_share) * len(fitted) / len(new))) if len(fitted) else 1
-        fitted = Images(np.concatenate([fitted.x, *[new.x] * repeats]), np.concatenate([fitted.y, *[new.y] * repeats]))
-    if not len(fitted):
-        raise DatasetError("nothing to adapt on: no labelled images, and the base model's review bin accepts none of "
-                           "the unlabelled ones (give --data or --base-data)")
+        pool = load_unlabelled(unlabelled, prep, exclude)[0]
     model = classifier_part(base.model)
-    model.compile(optimizer=keras.optimizers.Adam(acfg.learning_rate), loss=keras.losses.CategoricalCrossentropy(),
-                  metrics=["accuracy"])
-    sequence = BatchSequence(fitted.x, onehot(fitted.y, len(classes)), cfg.train.batch_size, acfg.seed,
-                             augment=True, zoom=cfg.train.zoom)
-    model.fit(sequence, epochs=acfg.epochs, verbose=2)
+    steps, pseudo = [], Images.empty(prep.image_size)
+    if len(new):
+        fine_tune(model, with_new(rehearsal, new, acfg.new_share), cfg, acfg.seed)
+        steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
+        if len(pool) and acfg.pseudo_labels:
+            pseudo = surest_answers(model, pool, acfg.pseudo_share)
+            mix = Images(np.concatenate([rehearsal.x, pseudo.x]), np.concatenate([rehearsal.y, pseudo.y]))
+            fine_tune(model, with_new(mix, new, acfg.new_share), cfg, acfg.seed + 1)
+            steps.append(f"then with {len(pseudo)} of the {len(pool)} unlabelled images, pseudo-labelled")
+    else:
+        renormalise(model, pool)
+        steps.append(f"BatchNorm statistics re-estimated on {len(pool)} unlabelled images (weights kept)")
     bank = Images(np.concatenate([rehearsal.x, new.x]), np.concatenate([rehearsal.y, new.y]))
-    if not len(bank):  # only pseudo-labelled images: they are the best guess of what the new source looks like
-        bank = pseudo
-    save_model(with_agreement(model, bank.x, bank.y), output, base.metadata)
+    if len(bank):
+        model = with_agreement(model, bank.x, bank.y)
+        bank_note = f"neighbour bank rebuilt from {len(bank)} labelled images"
+    elif base.metadata.review:  # nothing labelled to rebuild it from
+        agreement = base.model.get_layer("agreement")([model.get_layer(feature_layer(model)).output, model.output])
+        model = keras.Model(model.inputs, [model.output, agreement], name=model.name)
+        bank_note = "neighbour bank kept (no labelled image to rebuild it from: give --base-data)"
+    review = (f"{bank_note}; temperature and threshold carried over from the base model" if base.metadata.review
+              else "no review bin (the base model has none)")
+    save_model(model, output, base.metadata)
     report = {"base": str(base_path), "output": str(output), "labelled": len(new), "base_images": len(rehearsal),
-              "pseudo_labelled": len(pseudo), "epochs": acfg.epochs, "bank_images": len(bank),
-              "review": "neighbour bank refitted; temperature and threshold carried over from the base model"
-              if base.metadata.review else "no review bin (the base model has none)",
+              "unlabelled": len(pool), "pseudo_labelled": len(pseudo), "done": steps, "review": review,
               "seconds": round(time.perf_counter() - started, 1)}
-    log.info("adapted on %d labelled, %d base and %d pseudo-labelled images in %.0f s; review: %s", len(new),
-             len(rehearsal), len(pseudo), report["seconds"], report["review"])
+    log.info("%s; review: %s (%.0f s)", ", ".join(steps), review, report["seconds"])
     return report

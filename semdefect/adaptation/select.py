@@ -1,10 +1,10 @@
 """Which images of a new source should a person label first (workstation side).
 
-Two things make a labelled image worth its time: the model is unsure of it (a low review score), and it is unlike
-the images already chosen (else the labels repeat each other). The selection is k-center greedy on the model's
-features (cosine distance), each candidate's distance to the chosen set weighted by how unsure the model is of it
-(`1.5 - score`, so a confident image still counts when it is far from everything chosen). The first pick is the
-image the model is least sure of.
+With a budget of N, the images are grouped into N groups of look-alikes (k-means on the model's pooled features,
+unit length), and the most typical image of each group, the one nearest its centre, is picked: N labels that
+together stand for everything the folder holds, the largest groups first. On the held-out source of the protocol
+this beat the images the model is least sure of, and k-center greedy on the features, which both favour outliers
+that say little about the rest (docs/new-fab.md has the figures).
 """
 
 from __future__ import annotations
@@ -111,17 +111,23 @@ def describe(model_path: Path, files: list[Path], batch_size: int = 64) -> tuple
                 np.asarray(review_scores(calibrated, agreement), dtype=np.float64)), skipped
 
 
-def pick(pool: Pool, budget: int) -> list[int]:
-    """Indices of at most `budget` images, in the order chosen (uncertainty-weighted k-center greedy)."""
-    if budget <= 0 or not pool.paths:
-        return []
-    weight = 1.5 - pool.scores
-    chosen = [int(np.argmin(pool.scores))]
-    distance = 1.0 - pool.features @ pool.features[chosen[0]]
-    while len(chosen) < min(budget, len(pool.paths)):
-        gain = distance * weight
-        gain[chosen] = -np.inf
-        best = int(np.argmax(gain))
-        chosen.append(best)
-        distance = np.minimum(distance, 1.0 - pool.features @ pool.features[best])
-    return chosen
+def pick(pool: Pool, budget: int) -> tuple[list[int], list[int]]:
+    """Indices of at most `budget` images, in the order chosen, and how many images each one's group holds."""
+    from sklearn.cluster import KMeans
+
+    n = len(pool.paths)
+    if budget <= 0 or not n:
+        return [], []
+    if budget >= n:  # every image is its own group
+        return list(range(n)), [1] * n
+    groups = KMeans(budget, n_init=3, random_state=0).fit(pool.features)
+    sizes = np.bincount(groups.labels_, minlength=budget)
+    chosen, held = [], []
+    for group in np.argsort(-sizes, kind="stable"):
+        members = np.flatnonzero(groups.labels_ == group)
+        if len(members):  # identical images can leave a group empty
+            # rounded, so that a tie (a group of two is one) goes to the first file whatever the model's format
+            nearness = np.round(pool.features[members] @ groups.cluster_centers_[group], 4)
+            chosen.append(int(members[np.argmax(nearness)]))
+            held.append(len(members))
+    return chosen, held

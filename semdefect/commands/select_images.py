@@ -1,9 +1,10 @@
 """Choose which images of a new source a person should label first.
 
 Given a model (.keras or .onnx, with its review bin) and a folder of unlabelled images, picks at most --budget of
-them: those the model is least sure of, spread over what the folder holds (uncertainty-weighted k-center on the
-model's features). Writes --output (CSV, UTF-8: path,rank,label,confidence,score) and beside it a contact sheet
-(<output>.png) to label from: put each picked image into a folder named after its class, then run adapt_model.py.
+them: the most typical image of each of --budget groups of look-alikes (k-means on the model's features), the
+largest groups first. Writes --output (CSV, UTF-8: path,rank,similar,label,confidence,score; `similar` is how many
+of the folder's images the pick's group holds) and beside it a contact sheet (<output>.png) to label from: put each
+picked image into a folder named after its class, then run adapt_model.py.
 
 usage: python select_images.py --model M --images DIR --budget N --output picks.csv
 """
@@ -46,15 +47,15 @@ def select_images(args: argparse.Namespace, cfg: Config) -> int:
     pool, skipped = describe(args.model, files)
     for path, reason in problems + skipped:
         log.warning("skipping %s: %s", path, reason)
-    chosen = pick(pool, args.budget)
+    chosen, similar = pick(pool, args.budget)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "rank", "label", "confidence", "score"])
+    writer.writerow(["path", "rank", "similar", "label", "confidence", "score"])
     captions = []
-    for rank, index in enumerate(chosen, 1):
+    for rank, (index, group) in enumerate(zip(chosen, similar), 1):
         best = int(pool.probabilities[index].argmax())
         label, confidence = pool.class_names[best], float(pool.probabilities[index][best])
-        writer.writerow([str(pool.paths[index]), rank, label, f"{confidence:.4f}", f"{pool.scores[index]:.4f}"])
+        writer.writerow([str(pool.paths[index]), rank, group, label, f"{confidence:.4f}", f"{pool.scores[index]:.4f}"])
         captions.append((pool.paths[index], f"{rank}: {label}? {pool.scores[index]:.2f}"))
     write_text_atomic(args.output, buffer.getvalue())
     sheet_path = args.output.with_suffix(".png")

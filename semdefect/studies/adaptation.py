@@ -76,7 +76,7 @@ def labelled_choice(row: AdaptRow, base_model: Path, pool: list[tuple[Path, int]
     else:
         described, _ = describe(base_model, [p for p, _ in pool])
         label_of = dict(pool)
-        chosen = [(described.paths[i], label_of[described.paths[i]]) for i in pick(described, row.k * len(shared))]
+        chosen = [(described.paths[i], label_of[described.paths[i]]) for i in pick(described, row.k * len(shared))[0]]
     return [(path, classes[label]) for path, label in chosen]
 
 
