@@ -59,7 +59,7 @@ def test_labelled_and_unlabelled_images_make_a_second_round(trained, tmp_path, c
     out = tmp_path / "adapted.keras"
     code = adapt_model.main(["--model", str(trained["keras"]), "--data", str(labelled_folder(trained, tmp_path)),
                              "--unlabelled", str(trained["data"] / "test"), "--output", str(out),
-                             *overrides(trained), "adapt.pseudo_share=0.5"])
+                             *overrides(trained), "adapt.pseudo_labels=true"])
     assert code == 0, capsys.readouterr().err
     report = capsys.readouterr().out
     unlabelled = len(list((trained["data"] / "test").rglob("*.png")))

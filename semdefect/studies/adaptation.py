@@ -10,6 +10,8 @@ labelled images are the `crosscheck.few_shot` rows.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -99,7 +101,8 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
         for seed in cfg.crosscheck.seeds:
             base_dir = out / "runs" / slug(row.base_row) / f"seed{seed}"
             run_dir = out / "runs" / slug(row.name) / f"seed{seed}"
-            settings = {"base": json.loads((base_dir / "run.json").read_text()), "adapt": asdict(cfg.adapt),
+            settings = {"base": json.loads((base_dir / "run.json").read_text()),
+                        "adapt": asdict(cfg.adapt) | {"pseudo_labels": row.unlabelled},
                         "row": asdict(row), "pool": digest([str(p) for p, _ in of_source])}
             metrics = finished_run(run_dir, settings) if cfg.crosscheck.reuse else None
             if metrics is None:
@@ -111,7 +114,10 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
                     labelled = link_folder(run_dir / "labelled", chosen)
                 unlabelled = (link_folder(run_dir / "unlabelled", [(p, classes[y]) for p, y in of_source])
                               if row.unlabelled else None)
-                adapt(base_dir / "model.keras", run_dir / "model.keras", labelled, view, unlabelled, cfg)
+                # with labels too, the unlabelled images are used by the pseudo-labelled round, whatever the default
+                row_cfg = copy.deepcopy(cfg)
+                row_cfg.adapt = dataclasses.replace(cfg.adapt, pseudo_labels=row.unlabelled)
+                adapt(base_dir / "model.keras", run_dir / "model.keras", labelled, view, unlabelled, row_cfg)
                 classifier = load_classifier(run_dir / "model.keras")
                 metrics = score(classifier, load_eval_data(view, "test", classifier.class_names,
                                                            classifier.prep)).metrics
