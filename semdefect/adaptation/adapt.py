@@ -161,6 +161,9 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
             mix = Images(np.concatenate([rehearsal.x, pseudo.x]), np.concatenate([rehearsal.y, pseudo.y]))
             fine_tune(model, with_new(mix, new, acfg.new_share), cfg, acfg.seed + 1)
             steps.append(f"then with {len(pseudo)} of the {len(pool)} unlabelled images, pseudo-labelled")
+        elif len(pool):
+            steps.append(f"the {len(pool)} unlabelled images not used (adapt.pseudo_labels=false; with labelled "
+                         "images they helped too little for their time, docs/new-fab.md)")
     else:
         renormalise(model, pool)
         steps.append(f"BatchNorm statistics re-estimated on {len(pool)} unlabelled images (weights kept)")
