@@ -390,6 +390,24 @@ def review_open_set() -> str:
                      "accuracy on accepted known %"], rows)
 
 
+def adapt_picks() -> str:
+    """The ways to choose images to label (benchmarks/bench_picks.py), per leave-one-source-out row and the mean."""
+    data: Record = json.loads((RESULTS / "adapt_picks.json").read_text(encoding="utf-8"))
+    rows_named = sorted({r["row"] for r in data["runs"]})
+
+    def cell(name: str, row: str | None) -> str:
+        runs = [r for r in data["runs"] if row is None or r["row"] == row]
+        reached = sum(r["methods"][name]["classes_reached"] for r in runs) / len(runs)
+        right = sum(r["methods"][name]["nearest_pick_right"] for r in runs) / len(runs)
+        return f"{reached:.1f}, {100 * right:.1f} %"
+
+    rows = [[name, *(cell(name, row) for row in rows_named), cell(name, None)] for name in data["mean"]]
+    budget = data["runs"][0]["budget"]
+    return (markdown([f"picks ({budget})", *(f"{row}: classes, nearest pick right" for row in rows_named), "mean"],
+                     rows) + f"\nSeeds {', '.join(map(str, data['seeds']))} of the protocol's models; "
+            f"{data['per_class']} per shared class.\n")
+
+
 def experiments_table() -> str:
     """Every experiment of the record, one row each, with all its figures."""
     rows = [[f"`{r['id']}`", r["area"], r["description"], code(r["option"]), r["protocol"], r["baseline"],
@@ -403,7 +421,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
     "calibration": calibration_table, "experiments": experiments_table, "review_default": review_default,
-    "review_scores": review_scores, "review_open_set": review_open_set,
+    "review_scores": review_scores, "review_open_set": review_open_set, "adapt_picks": adapt_picks,
 }
 RESULT_KINDS: dict[str, Callable[[Record], str]] = {"crosscheck": crosscheck_table, "bench": bench_table,
                                                    "openset": openset_table}
