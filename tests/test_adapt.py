@@ -35,7 +35,7 @@ def test_adapted_model_keeps_classes_preprocessing_and_review_bin(trained, tmp_p
     assert adapted.metadata.review == base.metadata.review  # temperature and threshold carried over
     report = capsys.readouterr().out
     assert '"labelled": 4' in report and '"base_images": 20' in report and "carried over" in report
-    assert "unlabelled images not used" in report  # adapt.pseudo_labels is off by default
+    assert "--unlabelled not used" in report  # adapt.pseudo_labels is off by default
     bank = adapted.model.get_layer("agreement").get_weights()[0]
     assert len(bank) == 4 + 20  # the labelled and the base images the model was fitted on
     weights_changed = any(not np.array_equal(a, b) for a, b in zip(adapted.model.get_weights(),

@@ -148,7 +148,7 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     if base_data is not None and acfg.base_per_class:
         rehearsal = base_sample(base_data, classes, prep, acfg.base_per_class, acfg.seed)
     pool = np.empty((0, prep.image_size, prep.image_size, 1), np.float32)
-    if unlabelled is not None:
+    if unlabelled is not None and (not len(new) or acfg.pseudo_labels):
         exclude = {p.resolve() for p in loaded.paths} if labelled is not None else set()
         pool = load_unlabelled(unlabelled, prep, exclude)[0]
     model = classifier_part(base.model)
@@ -156,14 +156,14 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     if len(new):
         fine_tune(model, with_new(rehearsal, new, acfg.new_share), cfg, acfg.seed)
         steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
-        if len(pool) and acfg.pseudo_labels:
+        if len(pool):
             pseudo = surest_answers(model, pool, acfg.pseudo_share)
             mix = Images(np.concatenate([rehearsal.x, pseudo.x]), np.concatenate([rehearsal.y, pseudo.y]))
             fine_tune(model, with_new(mix, new, acfg.new_share), cfg, acfg.seed + 1)
             steps.append(f"then with {len(pseudo)} of the {len(pool)} unlabelled images, pseudo-labelled")
-        elif len(pool):
-            steps.append(f"the {len(pool)} unlabelled images not used (adapt.pseudo_labels=false; with labelled "
-                         "images they helped too little for their time, docs/new-fab.md)")
+        elif unlabelled is not None:
+            steps.append("--unlabelled not used (adapt.pseudo_labels=false: with labelled images, the unlabelled "
+                         "ones helped too little for their time, docs/new-fab.md)")
     else:
         renormalise(model, pool)
         steps.append(f"BatchNorm statistics re-estimated on {len(pool)} unlabelled images (weights kept)")
