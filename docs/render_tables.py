@@ -92,10 +92,14 @@ def crosscheck_table(data: Record) -> str:
                     for k, a in data["mean_few_shot_accuracy"].items())
     text += ". Seeds " + ", ".join(map(str, data["seeds"])) + "; per-class columns are recall.\n"
     if data.get("adapt_rows"):  # the leave-one-source-out models adapted with adapt_model.py
+        kept = any(r.get("own_source_accuracy") is not None for r in data["adapt_rows"])
         adapted = [[r["name"], r["test_images"], f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} %",
-                    f"{r['f1_macro_mean']:.3f}", *selective(r)] for r in data["adapt_rows"]]
+                    f"{r['f1_macro_mean']:.3f}", *selective(r),
+                    *([f"{pct(r['own_source_accuracy_before'])} -> {pct(r['own_source_accuracy'])}"] if kept else [])]
+                   for r in data["adapt_rows"]]
         text += "\n" + markdown(["adapted -> test", "test images", "accuracy", "macro F1",
-                                 *(["coverage", "accuracy on accepted"] if review else [])], adapted)
+                                 *(["coverage", "accuracy on accepted"] if review else []),
+                                 *(["own source: before -> after"] if kept else [])], adapted)
         text += "\nMean over the held-out sources: " + ", ".join(
             f"{name}: {100 * a:.1f} %" for name, a in data["mean_adapt_accuracy"].items()) + ".\n"
     return text

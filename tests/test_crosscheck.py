@@ -209,4 +209,6 @@ def test_adaptation_rows_adapt_each_held_out_source(tiny_dataset, tmp_path):
     assert all(r["test_images"] == base_test for r in results["adapt_rows"] if r["name"].endswith("-> aa"))
     assert set(results["mean_adapt_accuracy"]) == {"0 + unlabelled", "1 random", "1 random + unlabelled",
                                                    "1 picked", "1 picked + unlabelled"}
+    assert all(0 <= r["own_source_accuracy"] <= 1 and 0 <= r["own_source_accuracy_before"] <= 1
+               for r in results["adapt_rows"])
     assert "Adapted with adapt_model.py" in (out / "crosscheck.md").read_text()

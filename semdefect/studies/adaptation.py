@@ -24,7 +24,7 @@ import numpy as np
 
 from semdefect.board.files import write_json_atomic
 from semdefect.config import Config
-from semdefect.data.dataset import list_labelled_files, split_folder
+from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, split_folder
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
     root, classes = Path(cfg.data.root), cfg.data.classes
     summaries = []
     train_files = list_labelled_files(split_folder(root, "train"), classes)
+    test_files = list_labelled_files(split_folder(root, "test"), classes)
     for row in adaptation_rows(sources_of_root(cfg, source_of), cfg.crosscheck.adapt):
         of_source = [(p, y) for p, y in zip(train_files.paths, train_files.labels) if source_of(p) == row.held_out]
         pool = [(p, y) for p, y in of_source if classes[y] in shared]
@@ -121,6 +122,10 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
                 classifier = load_classifier(run_dir / "model.keras")
                 metrics = score(classifier, load_eval_data(view, "test", classifier.class_names,
                                                            classifier.prep)).metrics
+                # what it kept: accuracy on the test images of the source it was trained on, before and after
+                own = load_files(own_source_tests(test_files, source_of, row.held_out), classifier.prep)
+                metrics["own_source_accuracy"] = accuracy(classifier, own)
+                metrics["own_source_accuracy_before"] = accuracy(load_classifier(base_dir / "model.keras"), own)
                 write_json_atomic(run_dir / "metrics.json", metrics)
                 write_json_atomic(run_dir / "run.json", settings)
             else:
@@ -129,8 +134,22 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
             runs.append(metrics)
             log.info("%s, seed %d: accuracy %.2f%%", row.name, seed, 100 * metrics["accuracy"])
         summary = summarise(Row(row.name, None, (row.held_out,), row.k), runs, n_test)
+        summary |= {key: float(np.mean([m[key] for m in runs])) if all(key in m for m in runs) else None
+                    for key in ("own_source_accuracy", "own_source_accuracy_before")}
         summaries.append(summary | {"adapt": {"pick": row.pick, "unlabelled": row.unlabelled, "k": row.k}})
     return summaries
+
+
+def own_source_tests(tests: LabelledFiles, source_of: Any, held_out: str) -> LabelledFiles:
+    """The test images of the sources a row's base model was trained on."""
+    kept = [i for i, path in enumerate(tests.paths) if source_of(path) not in (None, held_out)]
+    return LabelledFiles(tests.folder, [tests.paths[i] for i in kept], [tests.labels[i] for i in kept])
+
+
+def accuracy(classifier: Any, images: Any) -> float:
+    from semdefect.evaluation.scoring import predict_scored
+
+    return float(np.mean(predict_scored(classifier, images.x)[0].argmax(axis=1) == images.y))
 
 
 def digest(items: list[str]) -> str:

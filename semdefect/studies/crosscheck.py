@@ -334,13 +334,17 @@ def format_table(results: dict[str, Any]) -> str:
     if results.get("adapt_rows"):
         lines += ["", "Adapted with adapt_model.py from the leave-one-source-out model above (k labelled training "
                       "images per shared class of the held-out source, chosen at random or by select_images.py; with "
-                      "or without its unlabelled training images):", "",
-                  "| adapted -> test | test images | accuracy | macro F1 | coverage | accepted |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                      "or without its unlabelled training images); the last column is the accuracy on the test images "
+                      "of the source the model was trained on, before and after:", "",
+                  "| adapted -> test | test images | accuracy | macro F1 | coverage | accepted "
+                  "| own source before -> after |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['name']} | {r['test_images']} | "
                   f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
                   f"| {r['f1_macro_mean']:.3f} | {percent(r.get('coverage_mean'))} "
-                  f"| {percent(r.get('accuracy_accepted_mean'))} |" for r in results["adapt_rows"]]
+                  f"| {percent(r.get('accuracy_accepted_mean'))} "
+                  f"| {percent(r.get('own_source_accuracy_before'))} -> {percent(r.get('own_source_accuracy'))} |"
+                  for r in results["adapt_rows"]]
         lines += ["", "Mean over the held-out sources: " + ", ".join(
             f"{name}: {100 * accuracy:.1f} %" for name, accuracy in results["mean_adapt_accuracy"].items()) + "."]
     return "\n".join(lines) + "\n"
