@@ -1,9 +1,9 @@
 """Adapt a trained model to a new source with a few labelled images of it (and optionally unlabelled ones).
 
 Fine-tunes the model's weights on the labelled images (class folders, any subset of the model's classes, no splits),
-mixed with a sample of the original training data (--base-data), then once more with the unlabelled images
-(--unlabelled) the adapted model is surest of, labelled with its answers. With unlabelled images only, the weights
-stay and the BatchNorm statistics are re-estimated on them. Writes a .keras model with the same classes and
+mixed with a sample of the original training data (--base-data); with adapt.pseudo_labels=true, once more with the
+unlabelled images (--unlabelled) the adapted model is surest of, labelled with its answers. With unlabelled images
+only, the weights stay and the BatchNorm statistics are re-estimated on them. Writes a .keras model with the same classes and
 preprocessing, ready for evaluate_model.py, export_onnx.py and quantize_onnx.py. Settings: the `adapt` section of
 config.yaml.
 
