@@ -95,7 +95,8 @@ def crosscheck_table(data: Record) -> str:
         kept = any(r.get("own_source_accuracy") is not None for r in data["adapt_rows"])
         adapted = [[r["name"], r["test_images"], f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} %",
                     f"{r['f1_macro_mean']:.3f}", *selective(r),
-                    *([f"{pct(r['own_source_accuracy_before'])} -> {pct(r['own_source_accuracy'])}"] if kept else [])]
+                    *([f"{100 * r['own_source_accuracy_before']:.1f} -> {100 * r['own_source_accuracy']:.1f} %"]
+                      if kept else [])]
                    for r in data["adapt_rows"]]
         text += "\n" + markdown(["adapted -> test", "test images", "accuracy", "macro F1",
                                  *(["coverage", "accuracy on accepted"] if review else []),

@@ -3,9 +3,9 @@
 Fine-tunes the model's weights on the labelled images (class folders, any subset of the model's classes, no splits),
 mixed with a sample of the original training data (--base-data); with adapt.pseudo_labels=true, once more with the
 unlabelled images (--unlabelled) the adapted model is surest of, labelled with its answers. With unlabelled images
-only, the weights stay and the BatchNorm statistics are re-estimated on them. Writes a .keras model with the same classes and
-preprocessing, ready for evaluate_model.py, export_onnx.py and quantize_onnx.py. Settings: the `adapt` section of
-config.yaml.
+only, the weights stay and the BatchNorm statistics are re-estimated on them. Writes a .keras model with the same
+classes and preprocessing, ready for evaluate_model.py, export_onnx.py and quantize_onnx.py. Settings: the `adapt`
+section of config.yaml.
 
 usage: python adapt_model.py --model BASE.keras [--data LABELLED_DIR] [--base-data DATA_ROOT] [--unlabelled DIR]
                              --output OUT.keras [section.key=value ...]
