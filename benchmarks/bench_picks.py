@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semdefect.adaptation.select import Pool, describe, pick
+from semdefect.board.files import write_json_atomic
 from semdefect.config import load_config
 from semdefect.data.dataset import list_labelled_files, split_folder
 from semdefect.studies.crosscheck import few_shot_sample, slug, source_lookup
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in METHODS}
     result = {"per_class": args.per_class, "seeds": args.seeds, "runs": runs, "mean": mean}
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json_atomic(args.out, result)
     return 0
 
 
