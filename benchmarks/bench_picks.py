@@ -107,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         label_of = {p: y for p, y in zip(train.paths, train.labels)
                     if source_of(p) == held_out and classes[y] in shared}
         tests = list_labelled_files(args.crosscheck / "views" / slug(row) / "test", classes)
+        test_label = dict(zip(tests.paths, tests.labels))
         for seed in args.seeds:
             model = args.crosscheck / "runs" / slug(row) / f"seed{seed}" / "model.keras"
             pool, _ = describe(model, sorted(label_of))
             test, _ = describe(model, tests.paths)
             labels = np.array([label_of[p] for p in pool.paths])
-            test_labels = np.array([dict(zip(tests.paths, tests.labels))[p] for p in test.paths])
+            test_labels = np.array([test_label[p] for p in test.paths])
             budget = args.per_class * len(shared)
             run: dict[str, Any] = {"row": row, "seed": seed, "budget": budget, "pool": len(pool.paths),
                                    "methods": {}}

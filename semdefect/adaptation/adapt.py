@@ -46,6 +46,9 @@ class Images:
     def __len__(self) -> int:
         return len(self.y)
 
+    def __add__(self, other: Images) -> Images:
+        return Images(np.concatenate([self.x, other.x]), np.concatenate([self.y, other.y]))
+
 
 def base_sample(root: Path, classes: list[str], prep: Preprocess, per_class: int, seed: int) -> Images:
     """At most `per_class` images of each class of a dataset root's train and val splits, drawn with `seed`; only
@@ -147,7 +150,7 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     rehearsal = Images.empty(prep.image_size)
     if base_data is not None and acfg.base_per_class:
         rehearsal = base_sample(base_data, classes, prep, acfg.base_per_class, acfg.seed)
-    pool = np.empty((0, prep.image_size, prep.image_size, 1), np.float32)
+    pool = Images.empty(prep.image_size).x
     if unlabelled is not None and (not len(new) or acfg.pseudo_labels):
         exclude = {p.resolve() for p in loaded.paths} if labelled is not None else set()
         pool = load_unlabelled(unlabelled, prep, exclude)[0]
@@ -158,8 +161,7 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
         steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
         if len(pool):
             pseudo = surest_answers(model, pool, acfg.pseudo_share)
-            mix = Images(np.concatenate([rehearsal.x, pseudo.x]), np.concatenate([rehearsal.y, pseudo.y]))
-            fine_tune(model, with_new(mix, new, acfg.new_share), cfg, acfg.seed + 1)
+            fine_tune(model, with_new(rehearsal + pseudo, new, acfg.new_share), cfg, acfg.seed + 1)
             steps.append(f"then with {len(pseudo)} of the {len(pool)} unlabelled images, pseudo-labelled")
         elif unlabelled is not None:
             steps.append("--unlabelled not used (adapt.pseudo_labels=false: with labelled images, the unlabelled "
@@ -167,7 +169,7 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     else:
         renormalise(model, pool)
         steps.append(f"BatchNorm statistics re-estimated on {len(pool)} unlabelled images (weights kept)")
-    bank = Images(np.concatenate([rehearsal.x, new.x]), np.concatenate([rehearsal.y, new.y]))
+    bank = rehearsal + new
     if len(bank):
         model = with_agreement(model, bank.x, bank.y)
         bank_note = f"neighbour bank rebuilt from {len(bank)} labelled images"

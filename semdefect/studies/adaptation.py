@@ -10,7 +10,6 @@ labelled images are the `crosscheck.few_shot` rows.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -94,10 +93,12 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
     summaries = []
     train_files = list_labelled_files(split_folder(root, "train"), classes)
     test_files = list_labelled_files(split_folder(root, "test"), classes)
+    before: dict[Path, float] = {}  # a base model's own-source accuracy, shared by the rows adapted from it
     for row in adaptation_rows(sources_of_root(cfg, source_of), cfg.crosscheck.adapt):
         of_source = [(p, y) for p, y in zip(train_files.paths, train_files.labels) if source_of(p) == row.held_out]
         pool = [(p, y) for p, y in of_source if classes[y] in shared]
         view = out / "views" / slug(row.base_row)
+        own_tests = own_source_tests(test_files, source_of, row.held_out)
         runs, n_test = [], 0
         for seed in cfg.crosscheck.seeds:
             base_dir = out / "runs" / slug(row.base_row) / f"seed{seed}"
@@ -116,16 +117,17 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
                 unlabelled = (link_folder(run_dir / "unlabelled", [(p, classes[y]) for p, y in of_source])
                               if row.unlabelled else None)
                 # with labels too, the unlabelled images are used by the pseudo-labelled round, whatever the default
-                row_cfg = copy.deepcopy(cfg)
-                row_cfg.adapt = dataclasses.replace(cfg.adapt, pseudo_labels=row.unlabelled)
+                row_cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, pseudo_labels=row.unlabelled))
                 adapt(base_dir / "model.keras", run_dir / "model.keras", labelled, view, unlabelled, row_cfg)
                 classifier = load_classifier(run_dir / "model.keras")
                 metrics = score(classifier, load_eval_data(view, "test", classifier.class_names,
                                                            classifier.prep)).metrics
                 # what it kept: accuracy on the test images of the source it was trained on, before and after
-                own = load_files(own_source_tests(test_files, source_of, row.held_out), classifier.prep)
+                own = load_files(own_tests, classifier.prep)
                 metrics["own_source_accuracy"] = accuracy(classifier, own)
-                metrics["own_source_accuracy_before"] = accuracy(load_classifier(base_dir / "model.keras"), own)
+                if base_dir not in before:
+                    before[base_dir] = accuracy(load_classifier(base_dir / "model.keras"), own)
+                metrics["own_source_accuracy_before"] = before[base_dir]
                 write_json_atomic(run_dir / "metrics.json", metrics)
                 write_json_atomic(run_dir / "run.json", settings)
             else:
