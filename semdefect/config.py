@@ -152,6 +152,15 @@ class Quantize:
 
 
 @dataclass
+class Tflite:
+    output: str = key()
+    per_tensor: bool = key()
+    calib_images: int = key(low=0)
+    max_accuracy_drop: float = key(low=0.0, high=100.0)
+    vela: bool = key()
+
+
+@dataclass
 class Prepare:
     ratios: list[int] = key(check=ratio_list)
     seed: int = key()
@@ -194,6 +203,7 @@ class Config:
     evaluate: Evaluate
     export: Export
     quantize: Quantize
+    tflite: Tflite
     prepare: Prepare
     audit: Audit
     crosscheck: Crosscheck

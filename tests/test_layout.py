@@ -7,7 +7,8 @@ from pathlib import Path
 from conftest import ROOT
 
 BOARD = ROOT / "semdefect" / "board"
-BOARD_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "tqdm"}  # requirements-edge.txt
+BOARD_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "tqdm",  # requirements-edge.txt
+                     "ai_edge_litert", "tflite_runtime"}  # a .tflite model's interpreter, PyPI's or the BSP's: optional
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -1,12 +1,15 @@
-"""Classify SEM images with an ONNX model, on the board: onnxruntime, numpy and Pillow only, no config.
+"""Classify SEM images with an ONNX or TFLite model, on the board: onnxruntime or LiteRT, numpy and Pillow, no config.
 
 Class names and preprocessing come from the model's metadata. Takes files and folders (searched recursively);
 prints a line per image and optionally writes every row to CSV or JSON (columns path,label,confidence,top3,
 status,error,decision,score). `decision` is accept, or review when the image's review score is below the model's
 review threshold (`--review-threshold` overrides it); a model without a review bin accepts every image.
-Exit 0 when every image was classified, 1 when some could not be read, 2 for bad usage or model.
+A .tflite model runs on the LiteRT interpreter, on the CPU or, with `--delegate`, partly or wholly on an NPU
+delegate (the summary says which and how many operators it took).
+Exit 0 when every image was classified, 1 when some could not be read, 2 for bad usage, model or delegate.
 
 usage: python infer_onnx.py --model models/sem_cnn.int8.onnx PATH [PATH ...] [--output results.csv]
+       python infer_onnx.py --model models/sem_cnn.int8.tflite [--delegate /usr/lib/libvx_delegate.so] PATH ...
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from .cli import EXIT_CHECK_FAILED, command_parser, run_stage, setup_logging
 from .errors import SemdefectError
 from .files import find_images
 from .inference import Row, classify, error_row, format_top3, write_rows
-from .runtime import OnnxClassifier
+from .runtime import open_classifier
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser(__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="a semdefect .onnx model (FP32 or INT8)")
+    parser.add_argument("--model", type=Path, required=True, help="a semdefect .onnx (FP32 or INT8) or .tflite model")
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
     parser.add_argument("--output", type=Path, help="write all rows to this .csv or .json file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per session run (default 32)")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: one per core)")
+    parser.add_argument("--threads", type=int, default=0, help="runtime threads (default 0: one per core)")
+    parser.add_argument("--delegate", type=Path, metavar="SO",
+                        help="a .tflite model only: an external delegate to load, e.g. an i.MX NPU's "
+                             "(/usr/lib/libvx_delegate.so, libethosu_delegate.so, libneutron_delegate.so)")
     parser.add_argument("--review-threshold", type=float, metavar="X",
                         help="send images whose review score is below X to review (default: the model's threshold)")
     parser.add_argument("--quiet", action="store_true", help="no line per image: a progress bar and the summary")
@@ -46,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SemdefectError(f"--output {args.output}: use a .csv or .json file name")
         if args.review_threshold is not None and not math.isfinite(args.review_threshold):
             raise SemdefectError(f"--review-threshold must be a number, got {args.review_threshold}")
-        classifier = OnnxClassifier(args.model, threads=args.threads, spin=False)  # decoding shares the cores
+        # spin=False: image decoding shares the cores
+        classifier = open_classifier(args.model, threads=args.threads, spin=False, delegate=args.delegate)
         threshold = classifier.threshold if args.review_threshold is None else args.review_threshold
         if classifier.metadata.review is None and args.review_threshold is None:
             log.info("%s has no review bin (trained before it, or with review.holdout=0): every image is "
@@ -61,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = sum(row.status == "error" for row in rows)
         review = sum(row.decision == "review" for row in rows)
         print(f"{len(rows) - failed} image(s) classified ({len(rows) - failed - review} accept, {review} review), "
-              f"{failed} error(s)" + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+              f"{failed} error(s)" + (f"; wrote {args.output}" if args.output else "") +
+              f"; ran on {classifier.describe()}", file=sys.stderr)
         return EXIT_CHECK_FAILED if failed else 0
 
     return run_stage(body)

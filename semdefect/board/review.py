@@ -88,6 +88,23 @@ def review_scores(calibrated: np.ndarray, agreement: np.ndarray | None = None) -
     return scores
 
 
+def neighbour_agreement(features: np.ndarray, probabilities: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
+                        k: int) -> np.ndarray:
+    """What the Keras layer `NeighbourAgreement` computes, in numpy, for a model that hands its features out (the
+    TFLite model: the search is not an NPU operation). For each image: the share of its `k` nearest bank images
+    (cosine similarity; `bank` holds unit-length features) labelled with its predicted class (ties for the top class
+    count once)."""
+    features = np.asarray(features, dtype=np.float32)
+    unit = features / np.sqrt((features * features).sum(axis=1, keepdims=True) + 1e-12)
+    similarity = unit @ np.asarray(bank, dtype=np.float32).T
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    classes = np.arange(probabilities.shape[1])
+    votes = (bank_labels[nearest][:, :, None] == classes).mean(axis=1)  # (n, classes)
+    predicted = probabilities == probabilities.max(axis=1, keepdims=True)
+    agreement: np.ndarray = (votes * predicted).max(axis=1).astype(np.float32)
+    return agreement
+
+
 def decisions(scores: np.ndarray, threshold: float | None) -> list[str]:
     """'accept' where the score reaches the threshold, else 'review'; without a threshold every image is accepted."""
     if threshold is None:

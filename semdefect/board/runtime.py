@@ -73,6 +73,10 @@ class Classifier:
         """Calibrated probabilities (n, classes): the model's, at the temperature it carries."""
         return self.predict_scored(batch)[0]
 
+    def describe(self) -> str:
+        """What runs the model, and on what (the inference summary says it)."""
+        return type(self).__name__
+
 
 class OnnxClassifier(Classifier):
     """An ONNX model with its metadata: `predict` takes preprocessed images and returns probabilities."""
@@ -107,6 +111,11 @@ class OnnxClassifier(Classifier):
             raise ModelError(f"{self.path}: {n_out} outputs but {len(self.metadata.class_names)} class names "
                              "in metadata")
 
+    def describe(self) -> str:
+        import onnxruntime as ort
+
+        return f"onnxruntime {ort.__version__}, CPU"
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.fixed_batch is None:
@@ -120,6 +129,19 @@ class OnnxClassifier(Classifier):
                 parts.append([output[: len(chunk)] for output in self.session.run(None, {self.input_name: padded})])
             outputs = [np.concatenate(part) for part in zip(*parts)]
         return outputs[0], outputs[1] if len(outputs) > 1 else None
+
+
+def open_classifier(path: Path, threads: int = 0, spin: bool = True, delegate: Path | None = None) -> Classifier:
+    """The board's classifier for a model file, by its suffix: .onnx (onnxruntime) or .tflite (LiteRT, optionally
+    with an NPU delegate)."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        from .tflite import TfliteClassifier
+
+        return TfliteClassifier(path, threads, delegate)
+    if delegate is not None:
+        raise ModelError(f"--delegate {delegate}: delegates run .tflite models; {path} is not one")
+    return OnnxClassifier(path, threads, spin)
 
 
 def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int = 3) -> list[tuple[str, float]]:

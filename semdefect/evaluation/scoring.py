@@ -1,4 +1,4 @@
-"""Score a model on labelled images: one code path for .keras, FP32 .onnx and INT8 .onnx models."""
+"""Score a model on labelled images: one code path for .keras, FP32 .onnx, INT8 .onnx and INT8 .tflite models."""
 
 from __future__ import annotations
 
@@ -20,19 +20,19 @@ from semdefect.evaluation.selective import at_threshold, aurc
 
 
 def load_classifier(path: Path) -> Classifier:
-    """An OnnxClassifier or KerasClassifier by file suffix; TensorFlow is imported only for .keras."""
+    """A KerasClassifier, OnnxClassifier or TfliteClassifier by file suffix; TensorFlow is imported only for .keras."""
     path = Path(path)
     if path.is_dir():
         raise ModelError(f"{path} is a folder, not a model file")
-    if path.suffix == ".onnx":
-        from semdefect.board.runtime import OnnxClassifier
+    if path.suffix in (".onnx", ".tflite"):
+        from semdefect.board.runtime import open_classifier
 
-        return OnnxClassifier(path)
+        return open_classifier(path)
     if path.suffix == ".keras":
         from semdefect.training.model import KerasClassifier
 
         return KerasClassifier(path)
-    raise ModelError(f"{path}: unknown model type (expected a .keras or .onnx file)")
+    raise ModelError(f"{path}: unknown model type (expected a .keras, .onnx or .tflite file)")
 
 
 def predict_probabilities(classifier: Classifier, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
