@@ -148,3 +148,14 @@ def test_tflite_without_semdefect_metadata_is_refused(tflite, tmp_path):
     (tmp_path / "junk.tflite").write_bytes(b"junk" * 10)
     with pytest.raises(ModelError, match="not a TFLite file"):
         TfliteClassifier(tmp_path / "junk.tflite")
+
+
+@pytest.mark.parametrize("kind", ["tflite", "int8"])
+def test_board_bench_reports_warm_up_apart_from_steady_state(tflite, trained, kind, capsys):
+    from semdefect.board import bench
+
+    model = tflite if kind == "tflite" else trained["int8"]
+    assert bench.main(["--model", str(model), "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "first inference (warm-up)" in out and "steady state over 3 runs" in out
+    assert ("ai-edge-litert" if kind == "tflite" else "onnxruntime") in out and "NPU" not in out
