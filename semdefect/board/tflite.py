@@ -121,7 +121,10 @@ class TfliteClassifier(Classifier):
                 self.interpreter.allocate_tensors()
                 runner = self.interpreter.get_signature_runner()
             except (ValueError, RuntimeError) as exc:
-                raise ModelError(f"{self.path}: cannot load TFLite model: {first_line(str(exc))}") from None
+                hint = ("; a file compiled by vela runs only with the i.MX 93's Ethos-U delegate "
+                        "(--delegate /usr/lib/libethosu_delegate.so)" if "ethos-u" in str(exc) else "")
+                reason = first_line(str(exc)).rstrip(".")
+                raise ModelError(f"{self.path}: cannot load TFLite model: {reason}{hint}") from None
         self.runner = runner
         self.check_signature(stored_input)
         self.placement = placement(interpreter, content, self.interpreter, delegate)
