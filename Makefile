@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint bench crosscheck openset audit clean
+.PHONY: demo test test-fast lint bench crosscheck openset audit board-package board-check clean
 
 $(VENV)/installed: requirements.txt requirements-edge.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
@@ -46,6 +46,16 @@ openset: $(VENV)/installed
 # Images whose label the model disputes (out-of-fold predictions; five trainings) on the same real images.
 audit: $(VENV)/installed
 	$(PY) audit_labels.py --data $(CROSSCHECK_DATA) $(AUDIT_ARGS)
+
+# The board's one file: models/semdefect_board-VERSION-py3-none-any.whl, the board runtime with the exact pins of
+# requirements-edge.txt (README, "On the board").
+board-package: $(VENV)/installed
+	$(PY) tools/board_package.py
+
+# That file installed into an emulated aarch64 Debian (qemu, Cortex-A53) must classify like x86 (a few minutes; root and
+# Debian's apt: it installs qemu-user-static and mmdebstrap if missing; cache in models/board-check/).
+board-check: board-package
+	$(PY) tools/board_check.py
 
 # Every test (a few minutes: the slow tier trains models and runs the stages as subprocesses).
 test: $(VENV)/installed
