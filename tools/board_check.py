@@ -2,10 +2,11 @@
 
 From a fresh clone, as root on Debian: installs qemu-user-static and mmdebstrap if missing, unpacks an aarch64 Debian
 userland (nothing aarch64 runs to build it), downloads the aarch64 wheels of the board package's pins from PyPI,
-installs exactly the wheel of `make board-package` into it (with its tflite extra), trains a small model on
-dataset_sample/ (FP32 and INT8 ONNX, INT8 TFLite), then runs the board command on the test images plus an empty .png
-under qemu (Cortex-A53, the i.MX 8M Plus core) and with the workstation venv on x86, and compares: same rows, labels,
-decisions, errors and exit codes, probabilities within 1e-4; and no workstation module loaded on the board side.
+installs exactly the wheel of `make board-package` into it (with its tflite extra; a dry run resolves it for Python
+3.12 and 3.13 too), trains a small model on dataset_sample/ (FP32 and INT8 ONNX, INT8 TFLite), then runs the board
+command on the test images plus an empty .png under qemu (Cortex-A53, the i.MX 8M Plus core) and with the workstation
+venv on x86, and compares: same rows, labels, decisions, errors and exit codes, probabilities within 1e-4; and no
+workstation module loaded on the board side.
 
 Exit 0 when all agree, 1 when a comparison fails, 2 when the set-up fails (nothing is ever skipped). Emulated
 timings say nothing about a board: only the check's own time is printed. The userland and the wheels are cached
@@ -36,6 +37,7 @@ TOLERANCE = 1e-4
 WORKSTATION_DISTS = {"tensorflow", "tensorflow-cpu", "keras", "scikit-learn", "onnx", "pyyaml", "tf2onnx"}
 # aarch64 wheels carry one of these tags; pip matches a manylinux_2_x tag exactly, so each one needed is named.
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
+PYTHONS = ("3.11", "3.12", "3.13")  # what the board package supports (NXP's Yocto BSP ships 3.12)
 # The models compared, made by make_models() in the model folder: one line each.
 MODELS = (
     ("FP32 ONNX", "sem_cnn.onnx"),
@@ -145,6 +147,17 @@ def install_package(package: Path, python: str, cache: Path, site: Path, logfile
         raise SetupError(f"the board package pulled in workstation packages: {', '.join(workstation)}")
     if not (site / "bin" / "semdefect-infer").is_file():
         raise SetupError(f"{site}: the board package installed no semdefect-infer command")
+
+
+def check_resolves(package: Path, python: str, logfile: Path) -> None:
+    """The board package and its pins must resolve to aarch64 wheels for the supported Pythons the userland does not
+    run too (a dry run: metadata only), so that a pin without a wheel for one of them fails here, not on a board."""
+    for other in PYTHONS:
+        if other != python:
+            run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--target",
+                 logfile.parent / f"dry-run-{other}", f"--python-version={other}", "--implementation=cp",
+                 "--only-binary=:all:", *[f"--platform={platform}" for platform in PLATFORMS], f"{package}[tflite]"],
+                logfile)
 
 
 def make_models(out: Path, logfile: Path) -> None:
@@ -274,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         site = work / "site"
         install_package(package, python, cache, site, logfile)
         log(f"installed {package.name} [tflite] with its pinned aarch64 wheels into {site}", start)
+        check_resolves(package, python, logfile)
+        log(f"its pins have aarch64 wheels for Python {', '.join(PYTHONS)}", start)
         model_dir = work / "model"
         make_models(model_dir, logfile)
         log(f"trained and exported a small model: {model_dir}", start)
