@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint bench crosscheck openset audit board-package board-check clean
+.PHONY: demo test test-fast lint bench vela crosscheck openset audit board-package board-check clean
 
 $(VENV)/installed: requirements.txt requirements-edge.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
@@ -25,9 +25,19 @@ demo: $(VENV)/installed
 	$(PY) evaluate_model.py --model models/sem_cnn.onnx --out models/eval_onnx
 	$(PY) quantize_onnx.py || echo "demo: INT8 is over the accuracy budget on this small demo set (see models/sem_cnn.int8.report.md); carrying on"
 	$(PY) evaluate_model.py --model models/sem_cnn.int8.onnx --out models/eval_int8
+	$(PY) export_tflite.py || echo "demo: INT8 TFLite is over the accuracy budget on this small demo set (see models/sem_cnn.int8.tflite.report.md); carrying on"
+	$(PY) evaluate_model.py --model models/sem_cnn.int8.tflite --out models/eval_tflite
 	$(PY) infer_onnx.py --model models/sem_cnn.int8.onnx dataset_sample/test --output models/predictions.csv --quiet
 	@echo "demo done. Written: models/sem_cnn.keras (+ .history.json .config.yaml .curves.png), models/sem_cnn.onnx,"
-	@echo "  models/sem_cnn.int8.onnx (+ .report.md .report.json), models/eval_{keras,onnx,int8}/, models/predictions.csv"
+	@echo "  models/sem_cnn.int8.onnx (+ .report.md .report.json), models/sem_cnn.int8.tflite (+ .report.md .report.json),"
+	@echo "  models/eval_{keras,onnx,int8,tflite}/, models/predictions.csv"
+
+# The i.MX 93: the INT8 TFLite model compiled by vela for its Ethos-U65 NPU, with operator placement, SRAM and
+# estimated latency (installs the optional vela first; make demo first makes the model).
+vela: $(VENV)/installed
+	$(PY) -m pip install --quiet -r requirements-vela.txt
+	@test -f models/sem_cnn.keras || $(MAKE) demo
+	$(PY) export_tflite.py tflite.vela=true
 
 # Speed of the Keras, FP32 and INT8 models of the last training run (make demo first makes them).
 bench: $(VENV)/installed

@@ -72,7 +72,8 @@ def test_the_board_package_depends_on_exactly_the_board_pins():
     project = tomllib.loads(pyproject_text("1.0", pins))["project"]
     assert project["dependencies"] == pins
     assert project["optional-dependencies"] == {"tflite": [TFLITE_PIN]}
-    assert project["scripts"] == {"semdefect-infer": "semdefect.board.infer:main"}
+    assert project["scripts"] == {"semdefect-infer": "semdefect.board.infer:main",
+                                  "semdefect-board-bench": "semdefect.board.bench:main"}
 
 
 def test_the_tflite_extra_pins_the_workstation_s_litert():

@@ -3,7 +3,8 @@
 Its dependencies are the exact pins of requirements-edge.txt, so a board installs what the emulated check
 (tools/board_check.py) ran, and nothing of the workstation stack; the LiteRT interpreter is the optional extra
 `tflite` (a board's BSP normally brings its own, built against its NPU delegates). Pure Python: one wheel for
-CPython 3.11 to 3.13 on any architecture. The console command `semdefect-infer` comes with it.
+CPython 3.11 to 3.13 on any architecture. The console commands `semdefect-infer` and `semdefect-board-bench` come
+with it.
 
 The wheel holds `semdefect/board/` without `semdefect/__init__.py` (the board runtime imports nothing outside itself),
 so `semdefect` is a namespace package there: it does not clash with a full `pip install .` of the repository.
@@ -44,6 +45,7 @@ tflite = ["{tflite}"]
 
 [project.scripts]
 semdefect-infer = "semdefect.board.infer:main"
+semdefect-board-bench = "semdefect.board.bench:main"
 
 [tool.setuptools]
 packages = ["semdefect.board"]
