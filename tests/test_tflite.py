@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +160,59 @@ def test_board_bench_reports_warm_up_apart_from_steady_state(tflite, trained, ki
     out = capsys.readouterr().out
     assert "first inference (warm-up)" in out and "steady state over 3 runs" in out
     assert ("ai-edge-litert" if kind == "tflite" else "onnxruntime") in out and "NPU" not in out
+
+
+def test_operator_count_follows_a_real_delegation(tflite):
+    """XNNPACK, LiteRT's built-in CPU delegate, takes every operator of the int8 file in one partition: the walk
+    from its partition's outputs back to its inputs must find them all."""
+    from ai_edge_litert import interpreter
+
+    from semdefect.board.tflite import placement
+
+    content = tflite.read_bytes()
+    delegated = interpreter.Interpreter(model_content=content, num_threads=1)
+    delegated.allocate_tensors()
+    counted = placement(interpreter, content, delegated, Path("xnnpack"))
+    operators = [op["op_name"] for op in delegated._get_ops_details()]
+    assert operators.count("DELEGATE") == counted.partitions == 1
+    assert counted.delegated == counted.operators == len(operators) - 1
+
+
+NO_OP_DELEGATE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+/* An external delegate that takes no operator: its Prepare succeeds without claiming a node. */
+typedef struct {
+  void* data;
+  int (*prepare)(void* context, void* delegate);
+  void* copy_from_buffer_handle;
+  void* copy_to_buffer_handle;
+  void* free_buffer_handle;
+  int64_t flags;
+  void* opaque_delegate_builder;
+} Delegate;
+static int prepare(void* context, void* delegate) { (void)context; (void)delegate; return 0; }
+void* tflite_plugin_create_delegate(char** keys, char** values, size_t count, void (*report_error)(const char*)) {
+  (void)keys; (void)values; (void)count; (void)report_error;
+  Delegate* delegate = calloc(1, 256);  /* zeroed past the fields above, should the runtime's struct be longer */
+  delegate->prepare = prepare;
+  return delegate;
+}
+void tflite_plugin_destroy_delegate(void* delegate) { free(delegate); }
+"""
+
+
+def test_a_loaded_delegate_is_named_with_the_operators_it_took(tflite, trained, tmp_path):
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the test delegate")
+    (tmp_path / "nop.c").write_text(NO_OP_DELEGATE)
+    library = tmp_path / "libnop_delegate.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", library, tmp_path / "nop.c"], check=True)
+    result = run_script("infer_onnx.py", "--model", tflite, "--delegate", library, trained["data"] / "test")
+    assert result.returncode == 0, result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert f"delegate {library}: 0 of " in summary and "0 partition(s), the rest on the CPU" in summary
