@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test test-fast lint bench vela crosscheck openset audit board-package board-check clean
 
-$(VENV)/installed: requirements.txt requirements-edge.txt requirements-dev.txt
+$(VENV)/installed: requirements.txt requirements-edge.txt requirements-vela.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -33,9 +33,8 @@ demo: $(VENV)/installed
 	@echo "  models/eval_{keras,onnx,int8,tflite}/, models/predictions.csv"
 
 # The i.MX 93: the INT8 TFLite model compiled by vela for its Ethos-U65 NPU, with operator placement, SRAM and
-# estimated latency (installs the optional vela first; make demo first makes the model).
+# estimated latency (vela comes with the development set-up, requirements-vela.txt; make demo first makes the model).
 vela: $(VENV)/installed
-	$(PY) -m pip install --quiet -r requirements-vela.txt
 	@test -f models/sem_cnn.keras || $(MAKE) demo
 	$(PY) export_tflite.py tflite.vela=true
 

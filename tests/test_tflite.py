@@ -216,3 +216,14 @@ def test_a_loaded_delegate_is_named_with_the_operators_it_took(tflite, trained, 
     assert result.returncode == 0, result.stderr
     summary = result.stderr.strip().splitlines()[-1]
     assert f"delegate {library}: 0 of " in summary and "0 partition(s), the rest on the CPU" in summary
+
+
+def test_vela_puts_the_whole_file_on_the_ethos_u65_and_keeps_its_metadata(tflite, tmp_path):
+    from semdefect.deploy.vela import compile_for_ethos_u
+
+    report = compile_for_ethos_u(tflite, tmp_path / "vela")
+    compiled = Path(report["output"])
+    assert report["all_on_npu"] and report["cpu_operators"] == 0 and report["npu_operators"] > 0
+    assert report["latency_ms"] > 0 and 0 < report["sram_kib"] <= 384
+    assert read_metadata(compiled.read_bytes())["semdefect"] == read_metadata(tflite.read_bytes())["semdefect"]
+    assert not [p for p in (tmp_path / "vela").iterdir() if p.name.startswith(".")]  # no scratch folder left

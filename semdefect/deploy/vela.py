@@ -10,10 +10,12 @@ model is on the NPU exactly when every operator left in it is `ethos-u`.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,15 @@ def compile_for_ethos_u(model: Path, out_dir: Path) -> dict[str, Any]:
     estimated latency."""
     vela = vela_command()
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([vela, str(model), *VELA_SETTINGS, "--output-dir", str(out_dir)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no message"]
-        raise ModelError(f"vela failed on {model} (exit {done.returncode}): {last[0]}")
+    # vela writes into a scratch folder beside the output, moved into place when it has finished: never half a file
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".vela-") as scratch:
+        done = subprocess.run([vela, str(model), *VELA_SETTINGS, "--output-dir", scratch],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no message"]
+            raise ModelError(f"vela failed on {model} (exit {done.returncode}): {last[0]}")
+        for written in Path(scratch).iterdir():
+            os.replace(written, out_dir / written.name)
     counts = {kind: int(n) for kind, n in re.findall(r"^(CPU|NPU) operators = (\d+)", done.stdout, re.MULTILINE)}
     with open(out_dir / f"{model.stem}_summary_{SYSTEM_CONFIG}.csv", newline="") as handle:
         summary = next(csv.DictReader(handle))
