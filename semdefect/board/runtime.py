@@ -141,6 +141,8 @@ def open_classifier(path: Path, threads: int = 0, spin: bool = True, delegate: P
         return TfliteClassifier(path, threads, delegate)
     if delegate is not None:
         raise ModelError(f"--delegate {delegate}: delegates run .tflite models; {path} is not one")
+    if path.is_file() and path.suffix != ".onnx":
+        raise ModelError(f"{path}: expected a .onnx or .tflite model file")
     return OnnxClassifier(path, threads, spin)
 
 
