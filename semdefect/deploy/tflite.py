@@ -38,6 +38,7 @@ from semdefect.board.tflite import (
 )
 from semdefect.config import Config
 from semdefect.data.dataset import LoadedSplit
+from semdefect.deploy.export import compare_outputs
 from semdefect.deploy.quantize import pick_calibration_images
 from semdefect.evaluation.metrics import compute_metrics
 from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_scored
@@ -170,11 +171,12 @@ def compare_on(reference: Classifier, others: dict[str, Classifier], split: Load
     for label, model in others.items():
         probabilities, scores = predict_scored(model, split.x)
         accuracy = compute_metrics(split.y, probabilities.argmax(1), model.class_names)["accuracy"]
+        agreement = compare_outputs(p_ref, probabilities)
         row[label] = {"accuracy": accuracy, "drop_points": 100 * (row["fp32_accuracy"] - accuracy),
-                      "top1_agreement": float(np.mean(probabilities.argmax(1) == p_ref.argmax(1))),
+                      "top1_agreement": agreement["top1_agreement"],
                       "decision_agreement": float(np.mean([a == b for a, b in zip(
                           decisions(scores, model.threshold), decisions(s_ref, reference.threshold))])),
-                      "max_abs_diff": float(np.abs(probabilities - p_ref).max())}
+                      "max_abs_diff": agreement["max_abs_diff"]}
     return row
 
 
