@@ -185,8 +185,25 @@ def test_open_set_protocol_leaves_each_class_out(tiny_dataset, tmp_path):
         assert 0 <= row["auroc_mean"] <= 1 and 0 <= row["unknown_to_review_mean"] <= 1
         run = json.loads((out / "runs" / f"without_{row['unknown_class']}" / "seed1" / "metrics.json").read_text())
         assert run["class_names"] == [c for c in classes if c != row["unknown_class"]]
+        # the board's files are scored too: exported FP32 agrees with the .keras model, INT8 is measured beside it
+        exported = run["open_set_onnx"]
+        assert exported["fp32"]["auroc"] == pytest.approx(run["open_set"]["auroc"], abs=1e-6)
+        assert exported["fp32"]["unknown_images"] == exported["int8"]["unknown_images"] == row["unknown_images"]
+        assert 0 <= row["int8_auroc_mean"] <= 1 and 0 <= row["int8_known_accepted_mean"] <= 1
     assert results["mean_auroc"] == pytest.approx(sum(r["auroc_mean"] for r in results["rows"]) / 3)
-    assert "| crack |" in (out / "crosscheck.md").read_text()
+    assert results["mean_int8_auroc"] == pytest.approx(sum(r["int8_auroc_mean"] for r in results["rows"]) / 3)
+    table = (out / "crosscheck.md").read_text()
+    assert "| crack |" in table and "Mean over the classes, INT8 ONNX: AUROC" in table
+
+    # a run finished before the ONNX figures existed gets them once, without training again
+    metrics_file = out / "runs" / "without_crack" / "seed1" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({k: v for k, v in metrics.items() if k != "open_set_onnx"}))
+    model_time = (out / "runs" / "without_crack" / "seed1" / "model.keras").stat().st_mtime_ns
+    assert crosscheck.main(args) == 0
+    again = json.loads(metrics_file.read_text())["open_set_onnx"]
+    assert all(again[model] == pytest.approx(metrics["open_set_onnx"][model]) for model in ("fp32", "int8"))
+    assert (out / "runs" / "without_crack" / "seed1" / "model.keras").stat().st_mtime_ns == model_time
 
 
 @pytest.mark.slow  # trains the base rows, then adapts them
