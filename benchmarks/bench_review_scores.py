@@ -8,10 +8,12 @@ the temperature is fitted on the run's held-out images, the threshold for accura
 neighbour scores search the run's training images (train + val less the held-out ones).
 
 Scores: msp (largest probability; _T: after temperature scaling), margin (top-1 minus top-2), maxlogit, energy
-(log-sum-exp of the logits), mahalanobis (to the nearest class mean, shared covariance), knnK (cosine similarity to
-the K-th nearest training image), agreeK (share of the K nearest training images labelled with the predicted class),
-and their means msp_T+agreeK, msp_T+agreeK+knnK; _g on the pooled convolutional features, _h on the 128 of the
-dense layer.
+(log-sum-exp of the logits), mahalanobis (to the nearest class mean, shared covariance), relmaha (the same less the
+distance to the mean of all training images), vim (energy less the scaled length of the dense features off their 32
+main directions, ViM), react_energy (energy of the logits recomputed with the dense features clipped at their 90th
+percentile, ReAct), knnK (cosine similarity to the K-th nearest training image), agreeK (share of the K nearest
+training images labelled with the predicted class), and their means msp_T+agreeK, msp_T+agreeK+knnK; _g on the
+pooled convolutional features, _h on the 128 of the dense layer.
 
 usage: python benchmarks/bench_review_scores.py --data ../shared/data/sem-public RUN_DIR ... [--out scores.json]
 """
@@ -45,6 +47,14 @@ from semdefect.evaluation.selective import (
 Features = tuple[np.ndarray, np.ndarray, np.ndarray]  # pooled features, dense features, logits
 
 
+def last_layer(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias of the layer that turns the dense features into logits."""
+    from semdefect.training.model import classifier_part
+
+    weights, bias = classifier_part(model).get_layer("probabilities").get_weights()
+    return weights.astype(np.float64), bias.astype(np.float64)
+
+
 def features(model: Any, x: np.ndarray) -> Features:
     import keras
 
@@ -56,7 +66,7 @@ def features(model: Any, x: np.ndarray) -> Features:
     parts = [sub.predict_on_batch(x[i:i + 64]) for i in range(0, len(x), 64)]
     g = np.concatenate([p[0] for p in parts]).astype(np.float64)
     h = np.concatenate([p[1] for p in parts]).astype(np.float64)
-    weights, bias = model.get_layer("probabilities").get_weights()
+    weights, bias = last_layer(model)
     return g, h, h @ weights + bias
 
 
@@ -73,9 +83,30 @@ def mahalanobis(bank: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray], 
     return lambda f: -np.min([np.einsum("ij,jk,ik->i", f - m, precision, f - m) for m in means], axis=0)
 
 
-def candidate_scores(fit: Features, fit_labels: np.ndarray, temperature: float) -> Callable[[Features], dict]:
+def energy(logits: np.ndarray) -> np.ndarray:
+    top = logits.max(1)
+    return top + np.log(np.exp(logits - top[:, None]).sum(1))
+
+
+def vim(fit: Features, head: tuple[np.ndarray, np.ndarray], dims: int = 32) -> Callable[[Features], np.ndarray]:
+    """ViM: energy less alpha times the length of the dense features (from the point the last layer maps to zero
+    logits) outside their `dims` main directions; alpha evens the two out on the training images."""
+    weights, bias = head
+    origin = -np.linalg.pinv(weights.T) @ bias
+    centred = fit[1] - origin
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(centred))
+    residual_space = eigenvectors[:, np.argsort(-eigenvalues)[dims:]]
+    alpha = fit[2].max(1).mean() / np.linalg.norm(centred @ residual_space, axis=1).mean()
+    return lambda f: energy(f[2]) - alpha * np.linalg.norm((f[1] - origin) @ residual_space, axis=1)
+
+
+def candidate_scores(fit: Features, fit_labels: np.ndarray, temperature: float,
+                     head: tuple[np.ndarray, np.ndarray]) -> Callable[[Features], dict]:
     banks = {"g": unit(fit[0]), "h": unit(fit[1])}
     maha = {name: mahalanobis(fit[i], fit_labels) for i, name in enumerate(("g", "h"))}
+    maha_all = mahalanobis(fit[0], np.zeros(len(fit_labels)))  # one class: the distance to the mean of them all
+    vim_score = vim(fit, head)
+    clip = np.percentile(fit[1], 90)
 
     # smaller banks: the pooled features projected on their first principal components (of the training images),
     # or at most `cap` training images per class (drawn at random)
@@ -91,7 +122,9 @@ def candidate_scores(fit: Features, fit_labels: np.ndarray, temperature: float) 
         predicted = z.argmax(1)
         calibrated = np.sort(softmax(z, temperature), 1)
         out = {"msp": softmax(z).max(1), "msp_T": calibrated[:, -1], "margin": calibrated[:, -1] - calibrated[:, -2],
-               "maxlogit": z.max(1), "energy": z.max(1) + np.log(np.exp(z - z.max(1, keepdims=True)).sum(1))}
+               "maxlogit": z.max(1), "energy": energy(z), "vim": vim_score(f),
+               "react_energy": energy(np.minimum(f[1], clip) @ head[0] + head[1]),
+               "relmaha_g": maha["g"](f[0]) - maha_all(f[0])}
         for i, name in enumerate(("g", "h")):
             out[f"mahalanobis_{name}"] = maha[name](f[i])
             similarity = unit(f[i]) @ banks[name].T
@@ -138,7 +171,7 @@ def study(run: Path, data: Path) -> dict[str, Any]:
     x_test, y_test = load_paths(list_labelled_files(view / "test", classes).paths, classes, prep)
     f_fit, f_held, f_test = features(model, x_fit), features(model, x_held), features(model, x_test)
     temperature = fit_temperature(f_held[2], y_held)
-    scores = candidate_scores(f_fit, y_fit, temperature)
+    scores = candidate_scores(f_fit, y_fit, temperature, last_layer(model))
     s_held, s_test = scores(f_held), scores(f_test)
     right_held, right_test = f_held[2].argmax(1) == y_held, f_test[2].argmax(1) == y_test
     unknown = [c for c in load_config(None, [f"data.root={data}"]).data.classes if c not in classes]

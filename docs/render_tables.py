@@ -364,7 +364,8 @@ def review_default() -> str:
                      "AURC"], rows)
 
 
-REVIEW_SCORES_SHOWN = ("msp", "msp_T", "margin", "maxlogit", "energy", "mahalanobis_g", "mahalanobis_h", "knn5_g",
+REVIEW_SCORES_SHOWN = ("msp", "msp_T", "margin", "maxlogit", "energy", "vim", "react_energy", "mahalanobis_g",
+                       "mahalanobis_h", "relmaha_g", "knn5_g", "knn1_h",
                        "agree5_g", "agree5_h", "msp_T+agree5_g", "msp_T+agree10_g", "msp_T+agree20_g",
                        "msp_T+agree5_h", "msp_T+agree5+knn5_g", "msp_T+agree5_pca64", "msp_T+agree5_pca32",
                        "msp_T+agree5_g_cap60", "msp_T+agree5_g_cap30")
@@ -388,19 +389,6 @@ def review_scores() -> str:
     return (markdown(["score", "AURC", "accuracy at 65 % coverage", "coverage at the threshold",
                       "accuracy on accepted", "open set: AUROC", "unknown to review", "known accepted"], rows)
             + f"\n{len(known)} in-distribution run(s), {len(open_set)} open-set run(s) (one class left out each).\n")
-
-
-def review_open_set() -> str:
-    """The shipped score on each open-set run of results/review_scores.json: one class left out of training."""
-    runs: list[Record] = json.loads((RESULTS / "review_scores.json").read_text(encoding="utf-8"))
-    rows = []
-    for r in (r for r in runs if r["unknown"]):
-        s = r["scores"]["msp_T+agree5_g"]
-        rows.append([", ".join(r["unknown"]), f"{100 * r['accuracy']:.1f}", f"{s['auroc_unknown']:.3f}",
-                     f"{100 * s['unknown_to_review']:.1f}", f"{100 * s['coverage']:.1f}",
-                     "-" if s["accuracy_accepted"] is None else f"{100 * s['accuracy_accepted']:.1f}"])
-    return markdown(["left out", "known test accuracy %", "AUROC", "unknown to review %", "known accepted %",
-                     "accuracy on accepted known %"], rows)
 
 
 def adapt_picks() -> str:
@@ -434,7 +422,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
     "calibration": calibration_table, "experiments": experiments_table, "review_default": review_default,
-    "review_scores": review_scores, "review_open_set": review_open_set, "adapt_picks": adapt_picks,
+    "review_scores": review_scores, "adapt_picks": adapt_picks,
 }
 RESULT_KINDS: dict[str, Callable[[Record], str]] = {"crosscheck": crosscheck_table, "bench": bench_table,
                                                    "openset": openset_table}
