@@ -8,7 +8,8 @@ Optional few-shot rows (`crosscheck.few_shot`) add k labelled training images pe
 how much a handful of labelled images from a new fab buys. With `crosscheck.leave_out=classes` the protocol is the
 open-set one instead: each row leaves one class out of training and asks how well the model's review score tells
 that class's test images (a defect type it was never taught) from the known classes' (AUROC), and, at the model's
-review threshold, how many of them go to review while the known ones are accepted. Every row is trained with several
+review threshold, how many of them go to review while the known ones are accepted; each open-set model is also
+exported to FP32 ONNX and quantized to INT8, and those files are scored the same way. Every row is trained with several
 seeds; the table reports mean and spread. A finished run is kept (`crosscheck.reuse`) while its settings and images
 stay the same, so a protocol stopped after an hour goes on where it stopped.
 """
