@@ -108,21 +108,18 @@ def crosscheck_table(data: Record) -> str:
 
 def openset_table(data: Record) -> str:
     """The table `crosscheck.py crosscheck.leave_out=classes` (make openset) writes: one row per class left out, the
-    .keras model's figures, then (where measured) its INT8 ONNX export's."""
-    int8 = "mean_int8_auroc" in data
+    .keras model's figures, then its INT8 ONNX export's."""
     rows = [[r["unknown_class"], r["unknown_images"], f"{100 * r['accuracy_mean']:.1f} %",
              f"{r['auroc_mean']:.3f} ± {r['auroc_std']:.3f}", f"{100 * r['unknown_to_review_mean']:.1f} %",
-             f"{100 * r['known_accepted_mean']:.1f} %",
-             *([f"{100 * r['int8_accuracy_mean']:.1f} %", f"{r['int8_auroc_mean']:.3f}",
-                f"{100 * r['int8_unknown_to_review_mean']:.1f} %", f"{100 * r['int8_known_accepted_mean']:.1f} %"]
-               if int8 else [])] for r in data["rows"]]
+             f"{100 * r['known_accepted_mean']:.1f} %", f"{100 * r['int8_accuracy_mean']:.1f} %",
+             f"{r['int8_auroc_mean']:.3f}", f"{100 * r['int8_unknown_to_review_mean']:.1f} %",
+             f"{100 * r['int8_known_accepted_mean']:.1f} %"] for r in data["rows"]]
     header = ["left out", "unknown images", "known accuracy", "AUROC", "unknown to review", "known accepted"]
-    text = markdown(header + ([f"INT8: {h}" for h in header[2:]] if int8 else []), rows) + "\n"
+    text = markdown(header + [f"INT8: {h}" for h in header[2:]], rows) + "\n"
     for prefix, model in (("", ".keras"), ("fp32_", "FP32 ONNX"), ("int8_", "INT8 ONNX")):
-        if f"mean_{prefix}auroc" in data:
-            text += (f"Mean over the classes, {model}: AUROC {data[f'mean_{prefix}auroc']:.3f}, unknown to review "
-                     f"{100 * data[f'mean_{prefix}unknown_to_review']:.1f} %, known accepted "
-                     f"{100 * data[f'mean_{prefix}known_accepted']:.1f} %.\n")
+        text += (f"Mean over the classes, {model}: AUROC {data[f'mean_{prefix}auroc']:.3f}, unknown to review "
+                 f"{100 * data[f'mean_{prefix}unknown_to_review']:.1f} %, known accepted "
+                 f"{100 * data[f'mean_{prefix}known_accepted']:.1f} %.\n")
     return text + "Seeds " + ", ".join(map(str, data["seeds"])) + ".\n"
 
 

@@ -234,10 +234,9 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
                 if row.unknown_class:
                     metrics["open_set"] = open_set_metrics(classifier, scored.scores,
                                                            test_images[row.unknown_class])
-                    metrics["open_set_onnx"] = exported_open_set(run_cfg, run_dir, test_images[row.unknown_class])
                 write_json_atomic(run_dir / "metrics.json", metrics)
                 write_json_atomic(run_dir / "run.json", settings)  # last: its presence marks the run finished
-            if row.unknown_class and "open_set_onnx" not in metrics:  # kept from before the ONNX figures existed
+            if row.unknown_class and "open_set_onnx" not in metrics:  # a new run, or one kept from before them
                 metrics["open_set_onnx"] = exported_open_set(run_cfg, run_dir, test_images[row.unknown_class])
                 write_json_atomic(run_dir / "metrics.json", metrics)
             runs.append(metrics)
@@ -307,11 +306,11 @@ def exported_open_set(run_cfg: Config, run_dir: Path, unknown: list[Path]) -> di
                     parity["max_abs_diff"], parity["limit"])
     if not quantize_and_compare(files["fp32"], files["int8"], run_cfg)["ok"]:
         log.warning("%s: INT8 lost more accuracy than quantize.max_accuracy_drop allows", run_dir)
+    classifiers = {name: load_classifier(path) for name, path in files.items()}
+    test = load_eval_data(Path(run_cfg.data.root), "test", classifiers["fp32"].class_names, classifiers["fp32"].prep)
     figures = {}
-    for name, path in files.items():
-        classifier = load_classifier(path)
-        scored = score(classifier, load_eval_data(Path(run_cfg.data.root), "test", classifier.class_names,
-                                                  classifier.prep))
+    for name, classifier in classifiers.items():
+        scored = score(classifier, test)
         figures[name] = {"accuracy": scored.metrics["accuracy"]} | open_set_metrics(classifier, scored.scores, unknown)
     return figures
 
