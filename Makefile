@@ -44,7 +44,7 @@ bench: $(VENV)/installed
 	$(PY) benchmarks/bench_models.py $(BENCH_ARGS)
 
 # The evaluation protocol (in-distribution + leave-one-source-out) on the real images beside the project.
-CROSSCHECK_DATA ?= ../shared/data/sem-public
+CROSSCHECK_DATA ?= ../shared/data/sem-multi
 crosscheck: $(VENV)/installed
 	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) $(CROSSCHECK_ARGS)
 

@@ -98,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(None, [f"data.root={args.data}"])
     protocol = json.loads((args.crosscheck / "crosscheck.json").read_text())
-    classes, sources, shared = cfg.data.classes, protocol["sources"], set(protocol["shared_classes"])
+    classes, sources = cfg.data.classes, protocol["sources"]
+    # the classes each held-out source is tested on (protocols before three sources: one list for both)
+    tested = protocol.get("test_classes") or {s: protocol["shared_classes"] for s in sources}
     source_of = source_lookup(cfg)
     train = list_labelled_files(split_folder(args.data, "train"), classes)
     runs = []
     for held_out in sources:
         row = f"{'+'.join(s for s in sources if s != held_out)} -> {held_out}"
+        shared = set(tested[held_out])
         label_of = {p: y for p, y in zip(train.paths, train.labels)
                     if source_of(p) == held_out and classes[y] in shared}
         tests = list_labelled_files(args.crosscheck / "views" / slug(row) / "test", classes)

@@ -73,7 +73,8 @@ def seeds_text(values: list[float]) -> str:
 # -- results files -----------------------------------------------------------------------------------------------
 def crosscheck_table(data: Record) -> str:
     """The table `crosscheck.py` writes: one row per protocol row, recall per shared class."""
-    classes = data["shared_classes"]
+    # the classes any row reports a recall for (earlier protocols: one shared list)
+    classes = data.get("shared_classes") or [c for c in data["rows"][0]["recall_per_class"]]
     review = any("coverage_mean" in r for r in data["rows"])  # runs made with a review bin report what it gives
 
     def selective(r: Record) -> list[str]:

@@ -84,6 +84,8 @@ class Data:
 
 @dataclass
 class Model:
+    backbone: str = key(choices=("cnn", "efficientnet_lite0"))
+    pretrained: bool = key()
     head: str = key(choices=("flatten", "gap", "gmp"))
     width: float = key(low=0.25, high=8.0)
     blocks: int = key(low=1, high=5)
@@ -101,6 +103,8 @@ class Train:
     patience: int = key(low=0)
     augment: bool = key()
     zoom: float = key(low=1.0, high=4.0)
+    balance: str = key(choices=("none", "sources"))
+    randconv: float = key(low=0.0, high=1.0)
     init_from: str = key()
     resume: bool = key()
     output: str = key()

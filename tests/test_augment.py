@@ -35,3 +35,15 @@ def test_zoom_magnifies_a_crop_up_to_the_given_factor():
     slopes = np.diff(zoomed[:, 32, 8:56, 0], axis=1).mean(axis=1) / np.diff(ramp[0, 32, 8:56, 0]).mean()
     assert np.all(slopes >= 0.49) and np.all(slopes <= 1.01) and slopes.min() < 0.95
     assert zoomed.dtype == np.float32 and zoomed.min() >= 0 and zoomed.max() <= 1
+
+
+def test_random_convolution_keeps_shape_and_range_and_follows_the_seed():
+    from semdefect.training.augment import random_convolution
+
+    image = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    first = random_convolution(image, np.random.default_rng(5))
+    again = random_convolution(image, np.random.default_rng(5))
+    assert first.shape == image.shape and first.dtype == np.float32
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(first, again)
+    assert any(not np.allclose(random_convolution(image, np.random.default_rng(s)), image) for s in range(5))

@@ -221,7 +221,7 @@ def test_adaptation_rows_adapt_each_held_out_source(tiny_dataset, tmp_path):
     picked = out / "runs" / "bb_adapted__1_picked_aa_class____aa" / "seed1" / "labelled"
     labelled = sorted(picked.rglob("*.png"))
     assert labelled and all(p.name.startswith("aa_") for p in labelled)  # the held-out source's images only
-    assert len(labelled) <= len(results["shared_classes"])  # the budget: 1 per shared class
+    assert len(labelled) <= len(results["test_classes"]["aa"])  # the budget: 1 per tested class
     base_test = next(r for r in results["rows"] if r["name"] == "bb -> aa")["test_images"]
     assert all(r["test_images"] == base_test for r in results["adapt_rows"] if r["name"].endswith("-> aa"))
     assert set(results["mean_adapt_accuracy"]) == {"0 + unlabelled", "1 random", "1 random + unlabelled",
@@ -229,3 +229,10 @@ def test_adaptation_rows_adapt_each_held_out_source(tiny_dataset, tmp_path):
     assert all(0 <= r["own_source_accuracy"] <= 1 and 0 <= r["own_source_accuracy_before"] <= 1
                for r in results["adapt_rows"])
     assert "Adapted with adapt_model.py" in (out / "crosscheck.md").read_text()
+
+
+def test_a_held_out_source_is_tested_on_the_classes_the_others_can_teach():
+    from semdefect.studies.crosscheck import testable_classes
+
+    have = {"km": {"a", "b"}, "av": {"a", "b", "c", "d"}, "op": {"a", "c"}}
+    assert testable_classes(have) == {"km": {"a", "b"}, "av": {"a", "b", "c"}, "op": {"a", "c"}}

@@ -84,3 +84,17 @@ def test_fit_on_train_and_val_trains_on_both_and_keeps_the_last_epoch(tiny_datas
     last, _ = load_model(out.parent / "checkpoints" / "last.keras")
     for saved, final in zip(load_model(out)[0].get_weights(), last.get_weights()):
         np.testing.assert_array_equal(saved, final)
+
+
+def test_balanced_batches_draw_every_source_equally_often():
+    groups = np.array(["big"] * 90 + ["small"] * 10)
+    x, y = np.zeros((100, 1, 1, 1), np.float32), np.arange(100)
+    seq = BatchSequence(x, y, batch_size=10, seed=1, augment=False, groups=groups)
+    drawn = []
+    for epoch in range(20):
+        seq.set_epoch(epoch)
+        drawn += [seq[i][1] for i in range(len(seq))]
+    drawn = np.concatenate(drawn)
+    assert len(drawn) == 20 * 100  # an epoch still draws as many images as there are
+    small_share = np.mean(drawn >= 90)
+    assert 0.45 < small_share < 0.55, small_share  # 10 % of the images, half of the draws

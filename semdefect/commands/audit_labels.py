@@ -6,7 +6,7 @@ another class with at least that class's typical confidence. Writes `audit.out`/
 disputed), audit.csv (every image), audit.json and suspects.png (a contact sheet). Moves and relabels nothing.
 
 usage: python audit_labels.py [--data DATASET] [--out DIR] [--folds K] [--config FILE] [section.key=value ...]
-   e.g. python audit_labels.py --data ../shared/data/sem-public
+   e.g. python audit_labels.py --data ../shared/data/sem-multi
 """
 
 from __future__ import annotations

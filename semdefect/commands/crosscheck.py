@@ -12,7 +12,7 @@ without that class; the row reports how well the review score separates that cla
 classes' (AUROC) and, at the model's threshold, the share of them sent to review and of known images accepted.
 
 usage: python crosscheck.py [--config FILE] [section.key=value ...]
-   e.g. python crosscheck.py data.root=../shared/data/sem-public crosscheck.seeds=[1,2,3]
+   e.g. python crosscheck.py data.root=../shared/data/sem-multi crosscheck.seeds=[1,2,3]
 """
 
 from __future__ import annotations

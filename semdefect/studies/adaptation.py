@@ -81,7 +81,7 @@ def labelled_choice(row: AdaptRow, base_model: Path, pool: list[tuple[Path, int]
     return [(path, classes[label]) for path, label in chosen]
 
 
-def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> list[dict[str, Any]]:
+def run_adaptation(cfg: Config, out: Path, source_of: Any, testable: dict[str, set[str]]) -> list[dict[str, Any]]:
     """Run every adaptation row with every seed (after their base rows); returns their summaries."""
     import keras
 
@@ -96,6 +96,7 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, shared: set[str]) -> 
     before: dict[Path, float] = {}  # a base model's own-source accuracy, shared by the rows adapted from it
     for row in adaptation_rows(sources_of_root(cfg, source_of), cfg.crosscheck.adapt):
         of_source = [(p, y) for p, y in zip(train_files.paths, train_files.labels) if source_of(p) == row.held_out]
+        shared = testable[row.held_out]  # the classes its base row tests it on
         pool = [(p, y) for p, y in of_source if classes[y] in shared]
         view = out / "views" / slug(row.base_row)
         own_tests = own_source_tests(test_files, source_of, row.held_out)

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,13 +201,14 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
             raise DatasetError(f"{cfg.data.root}: found {len(sources)} image source(s) by "
                                + ("manifest" if cfg.crosscheck.manifest else f"prefixes {cfg.crosscheck.sources}")
                                + "; leave-one-source-out needs two or more")
-        have = classes_by_source(cfg, source_of, sources)
-        shared = set.intersection(*have.values())
+        testable = testable_classes(classes_by_source(cfg, source_of, sources))
         rows = protocol_rows(sources, cfg.crosscheck.few_shot)
         results = {"leave_out": "sources", "sources": sources,
-                   "shared_classes": sorted(shared, key=cfg.data.classes.index), "seeds": cfg.crosscheck.seeds,
-                   "rows": []}
+                   "test_classes": {s: sorted(c, key=cfg.data.classes.index) for s, c in testable.items()},
+                   "seeds": cfg.crosscheck.seeds, "rows": []}
     for row in rows:
+        if not open_set:
+            shared = set(cfg.data.classes) if row.test_sources is None else testable[row.test_sources[0]]
         view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
         images = view_fingerprint(view)
         runs = []
@@ -231,6 +232,9 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
                 test = load_eval_data(view, "test", classifier.class_names, classifier.prep)
                 scored = score(classifier, test)
                 metrics = scored.metrics
+                if row.test_sources is None and not row.unknown_class:
+                    metrics["per_source"] = accuracy_by_source(test.paths, scored.probabilities.argmax(1) == test.y,
+                                                               source_of)
                 if row.unknown_class:
                     metrics["open_set"] = open_set_metrics(classifier, scored.scores,
                                                            test_images[row.unknown_class])
@@ -256,11 +260,18 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         if cfg.crosscheck.adapt:
             from semdefect.studies.adaptation import mean_by_variant, run_adaptation
 
-            results["adapt_rows"] = run_adaptation(cfg, out, source_of, shared)
+            results["adapt_rows"] = run_adaptation(cfg, out, source_of, testable)
             results["mean_adapt_accuracy"] = mean_by_variant(results["adapt_rows"])
     write_json_atomic(out / "crosscheck.json", results)
     write_text_atomic(out / "crosscheck.md", format_table(results))
     return results
+
+
+def testable_classes(have: dict[str, set[str]]) -> dict[str, set[str]]:
+    """For each source, the classes a leave-one-source-out row tests it on: those it has that the other sources,
+    together, have too (a class no training source has cannot be learnt)."""
+    return {source: classes & set().union(*(c for s, c in have.items() if s != source))
+            for source, classes in have.items()}
 
 
 def sources_of_root(cfg: Config, source_of: SourceOf) -> list[str]:
@@ -315,6 +326,13 @@ def exported_open_set(run_cfg: Config, run_dir: Path, unknown: list[Path]) -> di
     return figures
 
 
+def accuracy_by_source(paths: Sequence[Path], correct: np.ndarray, source_of: SourceOf) -> dict[str, dict[str, Any]]:
+    """Accuracy and image count per source (test links are named as their targets, so the prefix is there)."""
+    sources = np.array([source_of(p) or "" for p in paths])
+    return {str(name): {"accuracy": float(correct[sources == name].mean()), "images": int(np.sum(sources == name))}
+            for name in sorted(set(sources.tolist()))}
+
+
 def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, Any]:
     accuracy = np.array([m["accuracy"] for m in runs])
     f1 = np.array([m["f1_macro"] for m in runs])
@@ -325,6 +343,13 @@ def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, An
                "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
                "accuracy_runs": accuracy.tolist(), "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std()),
                "recall_per_class": recall}
+    if all("per_source" in m for m in runs):
+        summary["per_source"] = {name: {"accuracy_mean": float(np.mean([m["per_source"][name]["accuracy"]
+                                                                        for m in runs])),
+                                        "accuracy_std": float(np.std([m["per_source"][name]["accuracy"]
+                                                                      for m in runs])),
+                                        "images": info["images"]}
+                                 for name, info in runs[0]["per_source"].items()}
     # what the review bin gives: the share accepted, and the accuracy on those (None where a run accepts nothing)
     selective = [m["selective"] for m in runs if "selective" in m]
     if selective:
@@ -345,10 +370,11 @@ def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, An
 def format_table(results: dict[str, Any]) -> str:
     if results.get("leave_out") == "classes":
         return format_open_set_table(results)
-    classes = [c for c in results["shared_classes"]]
-    lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Leave-one-source-out rows test on the classes "
-             f"both sources have ({', '.join(classes)}). Coverage: share of the test images the review bin accepts; "
-             "accepted: accuracy on those.", "",
+    classes = [c for c in results["rows"][0]["recall_per_class"]]
+    tested = "; ".join(f"{source}: {', '.join(names)}" for source, names in results["test_classes"].items())
+    lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Leave-one-source-out rows test a source on the "
+             f"classes it has that the other sources have too ({tested}). Coverage: share of the test images the "
+             "review bin accepts; accepted: accuracy on those.", "",
              "| train -> test | test images | accuracy | macro F1 | coverage | accepted | "
              + " | ".join(classes) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(classes)]
@@ -358,6 +384,11 @@ def format_table(results: dict[str, Any]) -> str:
                      f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} % "
                      f"| {r['f1_macro_mean']:.3f} | {percent(r.get('coverage_mean'))} "
                      f"| {percent(r.get('accuracy_accepted_mean'))} | {recalls} |")
+    per_source = results["rows"][0].get("per_source")
+    if per_source:
+        lines += ["", "All sources -> test split, by source: " + ", ".join(
+            f"{name or 'no source'} {100 * v['accuracy_mean']:.1f} ± {100 * v['accuracy_std']:.1f} % "
+            f"({v['images']} images)" for name, v in per_source.items()) + "."]
     lines += ["", f"Mean leave-one-source-out accuracy: {100 * results['mean_leave_one_source_out_accuracy']:.1f} %."]
     lines += [f"With {k} labelled training images per class of the held-out source: {100 * accuracy:.1f} % (mean)."
               for k, accuracy in results["mean_few_shot_accuracy"].items()]

@@ -130,8 +130,29 @@ def with_agreement(model: keras.Model, bank_images: np.ndarray, bank_labels: np.
     return keras.Model(model.inputs, [model.output, agreement], name=model.name)
 
 
+def build_efficientnet(num_classes: int, image_size: int, pretrained: bool) -> keras.Model:
+    """EfficientNet-Lite0 on one grey channel, its pooled 1280 features, dropout, then a softmax layer; with
+    `pretrained`, the backbone starts from its ImageNet weights."""
+    from semdefect.training import efficientnet_lite
+
+    inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+    x = efficientnet_lite.features(efficientnet_lite.scale_input(inputs))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(0.2, name="dropout")(x)  # the original's rate before its classifier
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="efficientnet_lite0")
+    if pretrained:
+        efficientnet_lite.load_pretrained(model)
+    return model
+
+
 def build_from_config(cfg: Config) -> keras.Model:
     """The model the `model` and `data` sections of a config describe (one place that knows the key order)."""
+    if cfg.model.backbone == "efficientnet_lite0":
+        return build_efficientnet(len(cfg.data.classes), cfg.data.image_size, cfg.model.pretrained)
+    if cfg.model.pretrained:
+        raise ConfigError("model.pretrained=true needs a pretrained backbone (model.backbone=efficientnet_lite0); "
+                          "the cnn family has no pretrained weights")
     return build_model(len(cfg.data.classes), cfg.data.image_size, cfg.model.head, cfg.model.width,
                        cfg.model.batchnorm, cfg.model.blocks)
 

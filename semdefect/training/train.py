@@ -34,18 +34,28 @@ log = logging.getLogger(__name__)
 
 
 class BatchSequence(keras.utils.PyDataset):  # type: ignore[misc]  # keras has no type information
-    """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch)."""
+    """Shuffled (and optionally augmented) batches of in-memory arrays, deterministic per (seed, epoch).
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, zoom: float = 1.0):
+    With `groups` (one group id per image), each epoch draws as many images as there are, each group equally
+    often (with replacement): a small source weighs as much as a large one."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool, zoom: float = 1.0,
+                 groups: np.ndarray | None = None, randconv: float = 0.0):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.seed = batch_size, seed
-        self.augment, self.zoom = augment, zoom
+        self.augment, self.zoom, self.randconv = augment, zoom, randconv
+        self.weights = None
+        if groups is not None:
+            _, index, counts = np.unique(groups, return_inverse=True, return_counts=True)
+            self.weights = 1.0 / (counts[index] * len(counts))
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.x)
+        self.order = rng.permutation(n) if self.weights is None else rng.choice(n, n, p=self.weights)
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -55,7 +65,7 @@ class BatchSequence(keras.utils.PyDataset):  # type: ignore[misc]  # keras has n
         xb, yb = self.x[idx], self.y[idx]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment:
-            xb = augment_batch(xb, rng, self.zoom)
+            xb = augment_batch(xb, rng, self.zoom, randconv=self.randconv)
         return xb, yb
 
 
@@ -152,8 +162,11 @@ def train(cfg: Config) -> dict[str, Path]:
 
     paths = RunPaths(Path(tcfg.output))
     metadata = ModelMetadata.create(classes, prep, __version__)
+    groups = None
+    if tcfg.balance == "sources":
+        groups = source_groups([paths_train[i] for i in fit], cfg.crosscheck.sources)
     sequence = BatchSequence(x_train, onehot(y_train, len(classes)), tcfg.batch_size, tcfg.seed,
-                             augment=tcfg.augment, zoom=tcfg.zoom)
+                             augment=tcfg.augment, zoom=tcfg.zoom, groups=groups, randconv=tcfg.randconv)
     model, state = resume_or_build(cfg, paths, metadata, steps_per_epoch=len(sequence))
     checkpointer = Checkpointer(paths, metadata, sequence, tcfg.patience, state)
     callbacks: list[keras.callbacks.Callback] = [checkpointer]
@@ -262,6 +275,15 @@ def holdout_indices(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
         count = min(round(share * len(members)), len(members) - 1)
         chosen += rng.choice(members, count, replace=False).tolist() if count > 0 else []
     return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def source_groups(paths: list[Path], prefixes: list[str]) -> np.ndarray:
+    """Each image's source, by the first of `prefixes` its file name starts with ("" for none): what
+    `train.balance=sources` weighs equally."""
+    groups = np.array([next((p for p in prefixes if Path(path).name.startswith(p)), "") for path in paths])
+    found = sorted(set(groups.tolist()))
+    log.info("train.balance=sources: %s", ", ".join(f"{g or 'no prefix'} {np.sum(groups == g)}" for g in found))
+    return groups
 
 
 def onehot(labels: np.ndarray, num_classes: int) -> np.ndarray:
