@@ -97,12 +97,17 @@ def test_protocol_runs_end_to_end_and_a_rerun_trains_only_what_changed(tiny_data
     assert [r["name"] for r in results["rows"]] == ["all sources -> test split", "bb -> aa", "aa -> bb",
                                                     "bb + 1 aa/class -> aa", "aa + 1 bb/class -> bb"]
     assert results["rows"][0]["test_images"] == 20 and results["rows"][1]["test_images"] == 10
+    by_source = results["rows"][0]["per_source"]  # the in-distribution row, by source
+    assert {name: v["images"] for name, v in by_source.items()} == {"aa": 10, "bb": 10}
+    assert results["rows"][0]["accuracy_mean"] == pytest.approx(
+        sum(v["accuracy_mean"] for v in by_source.values()) / 2)  # equal counts: the mean of the two
     assert all(0 <= r["accuracy_mean"] <= 1 for r in results["rows"])
     pure = [r["accuracy_mean"] for r in results["rows"][1:3]]
     assert results["mean_leave_one_source_out_accuracy"] == pytest.approx(sum(pure) / 2)  # few-shot rows kept out
     assert list(results["mean_few_shot_accuracy"]) == ["1"]
     table = (out / "crosscheck.md").read_text()
     assert "| bb -> aa |" in table and "With 1 labelled training images per class" in table
+    assert "All sources -> test split, by source: aa " in table
     assert "bb -> aa" in capsys.readouterr().out
     assert results["rows"][:3] == first
     trained.clear()
