@@ -88,6 +88,11 @@ def crosscheck_table(data: Record) -> str:
             for r in data["rows"]]
     text = markdown(["train -> test", "test images", "accuracy", "macro F1",
                      *(["coverage", "accuracy on accepted"] if review else []), *classes], rows)
+    by_source = data["rows"][0].get("per_source")  # protocols from the three-sources issue on
+    if by_source:
+        text += "\nAll sources -> test split, by source: " + ", ".join(
+            f"{name} {100 * v['accuracy_mean']:.1f} ± {100 * v['accuracy_std']:.1f} % ({v['images']} images)"
+            for name, v in by_source.items()) + "."
     text += f"\nMean leave-one-source-out accuracy: {100 * data['mean_leave_one_source_out_accuracy']:.1f} %"
     text += "".join(f"; with {k} labelled images per class of the held-out source: {100 * a:.1f} %"
                     for k, a in data["mean_few_shot_accuracy"].items())
@@ -202,6 +207,25 @@ def results_summary() -> str:
                  "-"])
     return markdown(["model", "test accuracy, seed 42", "test accuracy, seeds 1-3",
                      "accepted / right of those, seed 42", "unseen source, seeds 1-3", "size", "batch-1 latency"], rows)
+
+
+def results_sem_multi() -> str:
+    """README's table of the default on sem-multi: each model file of one seed-1 run, and the protocol's
+    leave-one-source-out mean (results/default_sem_multi_seed1.json, results/crosscheck_sem_multi_seed1.json)."""
+    run = load("default_sem_multi_seed1")
+    unseen = load("crosscheck_sem_multi_seed1")["mean_leave_one_source_out_accuracy"]
+    names = {**FORMATS, "tflite": "INT8 TFLite"}
+    rows = []
+    for m in run["models"]:
+        s, sources = m["metrics"]["selective"], m["per_source_accuracy"]
+        latency = run["latency_ms_1thread"].get(m["format"])
+        rows.append([f"default, {names[m['format']]}", f"{100 * m['metrics']['accuracy']:.1f} %",
+                     " / ".join(f"{100 * sources[k]:.1f}" for k in ("km", "av", "op")),
+                     f"{100 * s['coverage']:.1f} % / {100 * s['accuracy_accepted']:.1f} %",
+                     f"{100 * unseen:.1f} %" if m["format"] == "keras" else "-", f"{m['size_mb']:.2f} MB",
+                     f"{latency:.2f} ms" if latency else "-"])
+    return markdown(["model", "test accuracy, seed 1", "km / av / op", "accepted / right of those",
+                     "unseen source, seed 1", "size", "batch-1 latency"], rows)
 
 
 def duplicates_table() -> str:
@@ -416,7 +440,7 @@ def experiments_table() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "results_summary": results_summary, "pipeline_seed42": pipeline_table, "duplicates": duplicates_table,
+    "results_summary": results_summary, "results_sem_multi": results_sem_multi, "pipeline_seed42": pipeline_table, "duplicates": duplicates_table,
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
     "calibration": calibration_table, "experiments": experiments_table, "review_default": review_default,

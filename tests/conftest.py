@@ -16,6 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT.parent / "shared" / "data" / "sem-public"
 TINY_SIZE = 64  # input side of the shared test model: the real architecture, 4x fewer pixels
+# Tests of a study's bookkeeping (which runs, rows, folds, files) train many models whose backbone does not matter:
+# the small CNN trains in a fraction of the pretrained backbone's time. The default itself is tested by `trained`.
+SMALL_CNN = ["model.backbone=cnn", "model.pretrained=false"]
 
 sys.path.insert(0, str(ROOT))
 

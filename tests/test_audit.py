@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_SIZE, assert_one_line_error
+from conftest import SMALL_CNN, TINY_SIZE, assert_one_line_error
 
 import audit_labels
 from semdefect.data.splits import ImageFile
@@ -50,7 +50,8 @@ def test_audit_lists_every_image_once_with_its_out_of_fold_prediction(tiny_datas
     (data / "val" / "particle" / "copy.png").write_bytes(copy.read_bytes())  # the same image, another label
     (data / "train" / "via" / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "audit"
-    code = audit_labels.main(["--data", str(data), "--out", str(out), "--folds", "3", f"data.image_size={TINY_SIZE}",
+    code = audit_labels.main(["--data", str(data), "--out", str(out), "--folds", "3", *SMALL_CNN,
+                              f"data.image_size={TINY_SIZE}",
                               "train.epochs=1", "crosscheck.sources=[aa_]"])
     assert code == 0
     with (out / "audit.csv").open() as handle:
@@ -99,7 +100,8 @@ def test_a_folder_of_class_folders_is_audited_whole(tiny_dataset, tmp_path):
     out = tmp_path / "audit"
     out.mkdir()
     (out / "suspects.png").write_bytes(b"an earlier audit's sheet")
-    assert audit_labels.main(["--data", str(flat), "--out", str(out), "--folds", "3", f"data.image_size={TINY_SIZE}",
+    assert audit_labels.main(["--data", str(flat), "--out", str(out), "--folds", "3", *SMALL_CNN,
+                              f"data.image_size={TINY_SIZE}",
                               "train.epochs=1", "audit.sheet=0"]) == 0
     report = json.loads((out / "audit.json").read_text())
     assert report["images"] == 60 and report["splits"] == ["all"] and not (out / "suspects.png").exists()

@@ -12,7 +12,8 @@ def test_defaults_hold_the_contract_keys():
     cfg = load_config()
     assert cfg.data.classes == list(CLASS_NAMES)
     assert cfg.data.root == "dataset_sample"
-    assert cfg.train.batch_size == 16 and cfg.train.resume is False
+    assert cfg.train.batch_size == 32 and cfg.train.resume is False
+    assert cfg.model.backbone == "efficientnet_lite0" and cfg.model.pretrained is True
     assert cfg.model.head in ("flatten", "gap", "gmp")
 
 
@@ -41,7 +42,7 @@ def test_overrides_are_yaml_and_win_over_the_config_file(tmp_path):
     cfg = load_config(file, ["train.epochs=5", "data.classes=[a, b]", "train.augment=true"])
     assert cfg.train.epochs == 5 and cfg.train.batch_size == 8
     assert cfg.data.classes == ["a", "b"] and cfg.train.augment is True
-    assert cfg.train.learning_rate == 0.001  # untouched keys keep the project default
+    assert cfg.train.learning_rate == 0.0003  # untouched keys keep the project default
 
 
 def test_int_is_accepted_for_a_float_key():

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SIZE
+from conftest import SMALL_CNN, TINY_SIZE
 
 import crosscheck
 import semdefect.training.train as training
@@ -85,7 +85,7 @@ def counting_training(monkeypatch):
 def test_protocol_runs_end_to_end_and_a_rerun_trains_only_what_changed(tiny_dataset, tmp_path, capsys, monkeypatch):
     data = two_source_copy(tiny_dataset, tmp_path / "data")
     out = tmp_path / "cc"
-    args = [f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
+    args = [*SMALL_CNN, f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
             "crosscheck.sources=[aa_, bb_]", "crosscheck.seeds=[1]", f"crosscheck.out={out}"]
     trained = counting_training(monkeypatch)
     assert crosscheck.main(args) == 0 and len(trained) == 3
@@ -178,7 +178,7 @@ def test_open_set_protocol_leaves_each_class_out(tiny_dataset, tmp_path):
         for folder in (data / split).iterdir():
             if folder.name not in classes:
                 shutil.rmtree(folder)
-    args = [f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1", "data.classes=[" +
+    args = [*SMALL_CNN, f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1", "data.classes=[" +
             ",".join(classes) + "]", "crosscheck.leave_out=classes", "crosscheck.seeds=[1]", f"crosscheck.out={out}"]
     assert crosscheck.main(args) == 0
     results = json.loads((out / "crosscheck.json").read_text())
@@ -215,9 +215,9 @@ def test_open_set_protocol_leaves_each_class_out(tiny_dataset, tmp_path):
 def test_adaptation_rows_adapt_each_held_out_source(tiny_dataset, tmp_path):
     data = two_source_copy(tiny_dataset, tmp_path / "data")
     out = tmp_path / "cc"
-    args = [f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1", "crosscheck.sources=[aa_, bb_]",
-            "crosscheck.seeds=[1]", f"crosscheck.out={out}", "crosscheck.adapt=[1]", "adapt.epochs=1",
-            "adapt.base_per_class=1"]
+    args = [*SMALL_CNN, f"data.root={data}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
+            "crosscheck.sources=[aa_, bb_]", "crosscheck.seeds=[1]", f"crosscheck.out={out}", "crosscheck.adapt=[1]",
+            "adapt.epochs=1", "adapt.base_per_class=1"]
     assert crosscheck.main(args) == 0
     results = json.loads((out / "crosscheck.json").read_text())
     names = [r["name"] for r in results["adapt_rows"]]
