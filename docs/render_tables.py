@@ -440,7 +440,8 @@ def experiments_table() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "results_summary": results_summary, "results_sem_multi": results_sem_multi, "pipeline_seed42": pipeline_table, "duplicates": duplicates_table,
+    "results_summary": results_summary, "results_sem_multi": results_sem_multi, "pipeline_seed42": pipeline_table,
+    "duplicates": duplicates_table,
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
     "calibration": calibration_table, "experiments": experiments_table, "review_default": review_default,
