@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_one_line_error, run_script
+from conftest import SMALL_CNN, assert_one_line_error, run_script, tiny_overrides
 
 import evaluate_model
 import export_onnx
@@ -90,36 +90,63 @@ def test_onnx_models_carry_their_metadata(trained):
     assert trained["int8"].stat().st_size < 0.6 * trained["onnx"].stat().st_size  # float first block and head: 0.55x
 
 
-def test_int8_keeps_the_ends_in_float_and_quantizes_the_middle(trained):
-    # Softmax, the dense head and the first conv block stay float; every later conv (most of the work) is INT8.
-    nodes = onnx.load(str(trained["int8"])).graph.node
+def int8_structure(path):
+    """For an INT8 file: whether each Conv reads quantized input, and its nodes and producers."""
+    nodes = onnx.load(str(path)).graph.node
     producer = {output: node for node in nodes for output in node.output}
-
-    def consumers(name):
-        return [n for n in nodes if name in n.input]
-
     convs = [n for n in nodes if n.op_type == "Conv"]
     quantized = [producer.get(c.input[0]) is not None and producer[c.input[0]].op_type == "DequantizeLinear"
                  for c in convs]
-    assert len(convs) >= 3 and quantized == [False] + [True] * (len(convs) - 1)
-    assert [n.op_type for n in nodes if n.op_type in ("Gemm", "MatMul")] and all(  # float weights: an initializer,
-        producer.get(n.input[1]) is None or producer[n.input[1]].op_type == "Cast"  # or the review bank's float16
+    return nodes, producer, quantized
+
+
+def assert_float_head(nodes, producer):
+    """Softmax and the dense layers after the last conv stay float (the review bank's float16 is Cast)."""
+    def consumers(name):
+        return [n for n in nodes if name in n.input]
+
+    assert [n.op_type for n in nodes if n.op_type in ("Gemm", "MatMul")] and all(
+        producer.get(n.input[1]) is None or producer[n.input[1]].op_type == "Cast"
         for n in nodes if n.op_type in ("Gemm", "MatMul"))
     softmax = [n for n in nodes if n.op_type == "Softmax"]
     assert len(softmax) == 1 and not any(n.op_type == "QuantizeLinear" for n in consumers(softmax[0].output[0]))
+
+
+def test_int8_quantizes_every_conv_of_the_default_and_keeps_the_head_in_float(trained):
+    # the pretrained default starts with a strided conv, no Conv -> Relu -> MaxPool block: every conv is INT8
+    nodes, producer, quantized = int8_structure(trained["int8"])
+    assert len(quantized) > 40 and all(quantized)
+    assert_float_head(nodes, producer)
+
+
+@pytest.fixture(scope="module")
+def cnn_files(tiny_dataset, tmp_path_factory):
+    """The small CNN, one epoch, exported and quantized with the default INT8 settings."""
+    out = tmp_path_factory.mktemp("cnn")
+    overrides = [*SMALL_CNN, *tiny_overrides(tiny_dataset, out), "train.tensorboard=false"]
+    assert train_model.main(overrides) == 0 and export_onnx.main(overrides) == 0
+    assert quantize_onnx.main(overrides) in (0, 1)  # one epoch on 60 images may miss the INT8 budget
+    return {"overrides": overrides, "onnx": out / "sem_cnn.onnx", "int8": out / "sem_cnn.int8.onnx"}
+
+
+def test_int8_of_the_cnn_keeps_its_first_block_in_float(cnn_files):
+    # The CNN's first conv block stays float (quantize.float_first_block); every later conv is INT8.
+    nodes, producer, quantized = int8_structure(cnn_files["int8"])
+    assert len(quantized) >= 3 and quantized == [False] + [True] * (len(quantized) - 1)
+    assert_float_head(nodes, producer)
     pool = next(n for n in nodes if n.op_type == "MaxPool")
-    guard = consumers(pool.output[0])
-    assert [n.op_type for n in guard] == ["Relu"] and consumers(guard[0].output[0])[0].op_type == "QuantizeLinear"
+    guard = [n for n in nodes if pool.output[0] in n.input]
+    assert [n.op_type for n in guard] == ["Relu"]
+    assert next(n for n in nodes if guard[0].output[0] in n.input).op_type == "QuantizeLinear"
 
 
-def test_float_first_block_can_be_switched_off(trained, tmp_path):
+def test_float_first_block_can_be_switched_off(cnn_files, tmp_path):
     out = tmp_path / "all.int8.onnx"
-    assert quantize_onnx.main(["--model", str(trained["onnx"]), "--output", str(out),
+    assert quantize_onnx.main(["--model", str(cnn_files["onnx"]), "--output", str(out),
                                "quantize.float_first_block=false", "quantize.float_head=false",
-                               "quantize.max_accuracy_drop=100", *trained["overrides"]]) == 0
-    nodes = onnx.load(str(out)).graph.node
-    producer = {output: node for node in nodes for output in node.output}
-    assert all(producer[c.input[0]].op_type == "DequantizeLinear" for c in nodes if c.op_type == "Conv")
+                               "quantize.max_accuracy_drop=100", *cnn_files["overrides"]]) == 0
+    _, _, quantized = int8_structure(out)
+    assert all(quantized)
 
 
 def test_training_and_board_paths_feed_identical_arrays(trained):
