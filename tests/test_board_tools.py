@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import ROOT
 
-from tools.board_check import TOLERANCE, compare_rows, python_version, stale_files
+from tools.board_check import INT8_TOLERANCE, TOLERANCE, compare_rows, python_version, stale_files
 from tools.board_package import TFLITE_PIN, pyproject_text, read_pins
 
 
@@ -36,6 +36,16 @@ def test_probabilities_within_the_tolerance_agree_and_the_largest_difference_is_
     board[0]["top3"][1]["confidence"] += TOLERANCE / 2
     problems, largest = compare_rows(rows(), board)
     assert problems == [] and largest == pytest.approx(TOLERANCE / 2)
+
+
+def test_int8_onnx_is_held_to_its_answer_and_a_wider_tolerance():
+    board = copy.deepcopy(rows())
+    board[0]["top3"][1:] = board[0]["top3"][2:0:-1]  # second and third place swapped
+    board[0]["top3"][0]["confidence"] += 0.02
+    assert compare_rows(rows(), board, INT8_TOLERANCE, ranks=1)[0] == []
+    assert compare_rows(rows(), board)[0]  # the FP32 rule sees both changes
+    board[0]["label"] = "cmp"
+    assert any("a.png: label" in p for p in compare_rows(rows(), board, INT8_TOLERANCE, ranks=1)[0])
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -5,8 +5,8 @@ userland (nothing aarch64 runs to build it), downloads the aarch64 wheels of the
 installs exactly the wheel of `make board-package` into it (with its tflite extra; a dry run resolves it for Python
 3.12 and 3.13 too), trains a small model on dataset_sample/ (FP32 and INT8 ONNX, INT8 TFLite), then runs the board
 command on the test images plus an empty .png under qemu (Cortex-A53, the i.MX 8M Plus core) and with the workstation
-venv on x86, and compares: same rows, labels, decisions, errors and exit codes, probabilities within 1e-4; and no
-workstation module loaded on the board side.
+venv on x86, and compares: same rows, labels, decisions, errors and exit codes, probabilities within 1e-4 (INT8
+ONNX: within 0.05, see MODELS); and no workstation module loaded on the board side.
 
 Exit 0 when all agree, 1 when a comparison fails, 2 when the set-up fails (nothing is ever skipped). Emulated
 timings say nothing about a board: only the check's own time is printed. The userland and the wheels are cached
@@ -39,10 +39,16 @@ WORKSTATION_DISTS = {"tensorflow", "tensorflow-cpu", "keras", "scikit-learn", "o
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
 PYTHONS = ("3.11", "3.12", "3.13")  # what the board package supports (NXP's Yocto BSP ships 3.12)
 # The models compared, made by make_models() in the model folder: one line each.
+# How closely the board must follow x86, per file: (label, file, probability tolerance, how many of the top 3 must
+# match in order). FP32 and the TFLite file (LiteRT's integer kernels give the same numbers on both) to 1e-4 with the
+# same top 3. INT8 ONNX to INT8_TOLERANCE with the same top class: onnxruntime's int8 kernels round differently on
+# Arm and on x86, and over the 16 blocks of the pretrained default the differences add up (0.028 at most on the 30
+# test images, measured), enough to swap a close second and third place, never the answer or the decision there.
+INT8_TOLERANCE = 0.05
 MODELS = (
-    ("FP32 ONNX", "sem_cnn.onnx"),
-    ("INT8 ONNX", "sem_cnn.int8.onnx"),
-    ("INT8 TFLite", "sem_cnn.int8.tflite"),
+    ("FP32 ONNX", "sem_cnn.onnx", TOLERANCE, 3),
+    ("INT8 ONNX", "sem_cnn.int8.onnx", INT8_TOLERANCE, 1),
+    ("INT8 TFLite", "sem_cnn.int8.tflite", TOLERANCE, 3),
 )
 
 
@@ -179,10 +185,10 @@ def make_models(out: Path, logfile: Path) -> None:
 
 
 def compare_rows(reference: list[dict[str, Any]], board: list[dict[str, Any]],
-                 tolerance: float = TOLERANCE) -> tuple[list[str], float]:
+                 tolerance: float = TOLERANCE, ranks: int = 3) -> tuple[list[str], float]:
     """What differs between the workstation's rows and the board's (nothing: they agree), and the largest difference
-    of a probability or score. Labels, top-3 order, status, error text and decision must be equal; numbers may
-    differ by `tolerance` (another CPU's floating-point kernels)."""
+    of a probability or score. Labels, the first `ranks` of the top 3 in order, status, error text and decision must
+    be equal; numbers may differ by `tolerance` (another CPU's kernels)."""
     problems: list[str] = []
     largest = 0.0
     if len(reference) != len(board):
@@ -192,10 +198,10 @@ def compare_rows(reference: list[dict[str, Any]], board: list[dict[str, Any]],
         for key in ("path", "status", "error", "label", "decision"):
             if ref[key] != got[key]:
                 problems.append(f"{where}: {key} {ref[key]!r} on x86, {got[key]!r} on the board")
-        ref_top = ref["top3"] or []
-        got_top = got["top3"] or []
+        ref_top = (ref["top3"] or [])[:ranks]
+        got_top = (got["top3"] or [])[:ranks]
         if [t["label"] for t in ref_top] != [t["label"] for t in got_top]:
-            problems.append(f"{where}: top-3 {[t['label'] for t in ref_top]} on x86, "
+            problems.append(f"{where}: top-{ranks} {[t['label'] for t in ref_top]} on x86, "
                             f"{[t['label'] for t in got_top]} on the board")
             continue
         pairs = [(ref["confidence"], got["confidence"]), (ref["score"], got["score"])]
@@ -215,7 +221,8 @@ def infer_command(model: Path, output: Path, images: Sequence[Path]) -> list[str
 
 
 def check_model(label: str, model: Path, images: Sequence[Path], expected_rows: int, rootfs: Path, site: Path,
-                work: Path, logfile: Path) -> tuple[list[str], float, list[dict[str, Any]]]:
+                work: Path, logfile: Path, tolerance: float = TOLERANCE,
+                ranks: int = 3) -> tuple[list[str], float, list[dict[str, Any]]]:
     """One model on both sides: the workstation venv on x86, the installed board package under qemu."""
     driver = ROOT / "tools" / "board_run.py"
     stem = model.name.replace(".", "_")
@@ -240,7 +247,7 @@ def check_model(label: str, model: Path, images: Sequence[Path], expected_rows: 
     reference = json.loads(x86_rows.read_text(encoding="utf-8")) if x86_rows.is_file() else []
     board = json.loads(arm_rows.read_text(encoding="utf-8")) if arm_rows.is_file() else []
 
-    problems, largest = compare_rows(reference, board)
+    problems, largest = compare_rows(reference, board, tolerance, ranks)
     # The check means something only if x86 saw every image, classified some and failed on the bad file.
     errors = [row for row in reference if row["status"] == "error"]
     if len(reference) != expected_rows or len(errors) != 1 or x86_run["exit_code"] != 1:
@@ -299,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         expected_rows = sum(1 for path in test.rglob("*") if path.is_file()) + 1
         failures: list[str] = []
         failed_models = 0
-        for label, name in MODELS:
+        for label, name, tolerance, ranks in MODELS:
             problems, largest, rows = check_model(label, model_dir / name, [test, bad], expected_rows, rootfs, site,
-                                                  work, logfile)
+                                                  work, logfile, tolerance, ranks)
             failures += problems
             failed_models += bool(problems)
             classes = len({row["label"] for row in rows if row["status"] == "ok"})
@@ -309,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{label}: {len(rows)} rows ({classes} classes, {accepted} accepted, "
                 f"{sum(row['status'] == 'error' for row in rows)} error): "
                 f"{'the same on both' if not problems else f'{len(problems)} difference(s)'}; largest probability "
-                f"difference {largest:.2e} (limit {TOLERANCE:g})", start)
+                f"difference {largest:.2e} (limit {tolerance:g})", start)
     except SetupError as exc:
         print(f"board check: set-up failed after {time.monotonic() - start:.0f} s: {exc}", file=sys.stderr)
         return 2
