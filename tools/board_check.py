@@ -179,7 +179,7 @@ def make_models(out: Path, logfile: Path) -> None:
     # Exit 1 is an INT8 accuracy budget missed by a small model on 30 images; the files are written either way.
     run([*python, "quantize_onnx.py", *overrides], logfile, ok_codes=(0, 1), cwd=ROOT)
     run([*python, "export_tflite.py", *overrides], logfile, ok_codes=(0, 1), cwd=ROOT)
-    for _, name in MODELS:
+    for _, name, _, _ in MODELS:
         if not (out / name).is_file():
             raise SetupError(f"{out / name} was not written (log: {logfile})")
 
