@@ -228,6 +228,28 @@ def results_sem_multi() -> str:
                      "unseen source, seed 1", "size", "batch-1 latency"], rows)
 
 
+def serving_sources() -> str:
+    """The pretrained default against the two ways tried to serve every source, on the protocol (seed 1)."""
+    variants = [("the default", "", "crosscheck_sem_multi_seed1"),
+                ("RandConv on half the training images", "train.randconv=0.5", "crosscheck_sem_multi_randconv_seed1"),
+                ("source-balanced sampling", "train.balance=sources", "crosscheck_sem_multi_balance_seed1"),
+                ("the CNN trained from scratch", "--config configs/cnn.yaml", "crosscheck_sem_multi_cnn_seed1")]
+    rows = []
+    for name, option, results in variants:
+        if not (RESULTS / f"{results}.json").is_file():
+            continue
+        data = load(results)
+        first, held_out = data["rows"][0], data["rows"][1:]
+        sources = first["per_source"]
+        rows.append([f"{name} ({code(option)})" if option else name, f"{100 * first['accuracy_mean']:.1f} %",
+                     " / ".join(f"{100 * sources[k]['accuracy_mean']:.1f}" for k in ("km", "av", "op")),
+                     *(f"{100 * next(r['accuracy_mean'] for r in held_out if r['test_sources'] == [k]):.1f} %"
+                       for k in ("km", "av", "op")),
+                     f"{100 * data['mean_leave_one_source_out_accuracy']:.1f} %"])
+    return markdown(["training", "in-distribution", "km / av / op", "-> km", "-> av", "-> op",
+                     "leave-one-source-out mean"], rows)
+
+
 def duplicates_table() -> str:
     """The duplicate benchmark's runs: recall of planted near-duplicates by kind, false pairs, time of `check`."""
     kinds = ["resize", "crop", "jpeg", "contrast", "noise", "mixed"]
@@ -441,6 +463,7 @@ def experiments_table() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "results_summary": results_summary, "results_sem_multi": results_sem_multi, "pipeline_seed42": pipeline_table,
+    "serving_sources": serving_sources,
     "duplicates": duplicates_table,
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
