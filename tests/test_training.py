@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,12 @@ def test_balanced_batches_draw_every_source_equally_often():
     assert len(drawn) == 20 * 100  # an epoch still draws as many images as there are
     small_share = np.mean(drawn >= 90)
     assert 0.45 < small_share < 0.55, small_share  # 10 % of the images, half of the draws
+
+
+def test_one_source_only_leaves_plain_shuffling():
+    from semdefect.training.train import source_groups
+
+    paths = [Path(f"train/a/km_{i}.png") for i in range(4)] + [Path(f"train/b/av_{i}.png") for i in range(2)]
+    assert source_groups(paths, ["km_", "av_"]).tolist() == ["km_"] * 4 + ["av_"] * 2
+    assert source_groups(paths[:4], ["km_", "av_"]) is None
+    assert source_groups(paths, ["zz_"]) is None  # no file has a prefix: one group

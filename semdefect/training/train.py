@@ -277,12 +277,17 @@ def holdout_indices(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-def source_groups(paths: list[Path], prefixes: list[str]) -> np.ndarray:
+def source_groups(paths: list[Path], prefixes: list[str]) -> np.ndarray | None:
     """Each image's source, by the first of `prefixes` its file name starts with ("" for none): what
-    `train.balance=sources` weighs equally."""
+    `train.balance=sources` weighs equally; None (plain shuffling) when the images hold fewer than two sources."""
     groups = np.array([next((p for p in prefixes if Path(path).name.startswith(p)), "") for path in paths])
     found = sorted(set(groups.tolist()))
-    log.info("train.balance=sources: %s", ", ".join(f"{g or 'no prefix'} {np.sum(groups == g)}" for g in found))
+    counts = ", ".join(f"{g or 'no prefix'} {np.sum(groups == g)}" for g in found)
+    if len(found) < 2:
+        log.warning("train.balance=sources: one source only (%s; crosscheck.sources %s): nothing to balance",
+                    counts, prefixes)
+        return None
+    log.info("train.balance=sources: %s", counts)
     return groups
 
 
