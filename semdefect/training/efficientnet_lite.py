@@ -49,7 +49,10 @@ def conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: 
 
 
 def features(inputs: keras.KerasTensor, bn_momentum: float = 0.9) -> keras.KerasTensor:
-    """The network from its input (already scaled as the original expects) to the head's 1280 feature maps."""
+    """The network from its input (already scaled as the original expects) to the head's 1280 feature maps.
+
+    BatchNorm momentum 0.9 rather than the original's 0.99, as in the CNN: a fine-tuning run here is a few hundred
+    steps, and the moving statistics must move from ImageNet's colour photographs to grey SEM images within them."""
     x = conv_bn(inputs, STEM_FILTERS, 3, 2, "conv_stem", "bn0", True, bn_momentum)
     block, filters_in = 0, STEM_FILTERS
     for repeats, kernel, stride, expansion, filters_out in STAGES:
@@ -91,7 +94,7 @@ def keras_name(torch_name: str) -> tuple[str, str]:
     parts = module.lstrip("_").split(".")
     if parts[0] == "blocks":  # ['blocks', '3', '_expand_conv']
         return f"blocks{parts[1]}_{parts[2].lstrip('_')}", parameter
-    return {"fc": "fc"}.get(parts[0], parts[0]), parameter
+    return parts[0], parameter
 
 
 def keras_kernel(array: np.ndarray, layer: keras.layers.Layer) -> np.ndarray:
@@ -122,6 +125,10 @@ def load_pretrained(model: keras.Model, include_top: bool = False, path: Path | 
     missing = sorted(set(by_layer) - names)
     if missing:
         raise ValueError(f"pretrained weights for layers the model lacks: {missing[:5]}")
+    backbone = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.BatchNormalization)
+    unset = sorted(layer.name for layer in model.layers if isinstance(layer, backbone) and layer.name not in by_layer)
+    if unset:
+        raise ValueError(f"backbone layers without pretrained weights: {unset[:5]}")
     for name, params in by_layer.items():
         layer = model.get_layer(name)
         if isinstance(layer, keras.layers.BatchNormalization):
