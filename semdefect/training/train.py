@@ -241,7 +241,7 @@ def start_from(model: keras.Model, path: Path, metadata: ModelMetadata) -> None:
     theirs, ours = source.get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
         raise ConfigError(f"train.init_from: {path} has other layers than this config's model "
-                          f"(model.head, model.width, model.blocks, model.batchnorm must match)")
+                          f"(model.backbone, model.head, model.width, model.blocks, model.batchnorm must match)")
     model.set_weights(theirs)
     log.info("starting from the weights of %s", path)
 
