@@ -192,7 +192,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     if open_set:
         test_images = images_by_class(cfg, "test")
         rows = open_set_rows([c for c in cfg.data.classes if c in test_images])
-        shared = set(cfg.data.classes)
+        testable: dict[str, set[str]] = {}  # no held-out source: every row tests every class
         results: dict[str, Any] = {"leave_out": "classes", "classes": [r.unknown_class for r in rows],
                                    "seeds": cfg.crosscheck.seeds, "rows": []}
     else:
@@ -207,8 +207,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
                    "test_classes": {s: sorted(c, key=cfg.data.classes.index) for s, c in testable.items()},
                    "seeds": cfg.crosscheck.seeds, "rows": []}
     for row in rows:
-        if not open_set:
-            shared = set(cfg.data.classes) if row.test_sources is None else testable[row.test_sources[0]]
+        shared = testable[row.test_sources[0]] if row.test_sources else set(cfg.data.classes)
         view, n_test = make_view(cfg, row, source_of, out / "views" / slug(row.name), shared)
         images = view_fingerprint(view)
         runs = []

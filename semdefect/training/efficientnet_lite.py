@@ -103,8 +103,7 @@ def keras_kernel(array: np.ndarray, layer: keras.layers.Layer) -> np.ndarray:
         return array.transpose(2, 3, 0, 1)
     if isinstance(layer, keras.layers.Conv2D):  # (out, in, k, k) -> (k, k, in, out)
         kernel = array.transpose(2, 3, 1, 0)
-        in_channels = layer.kernel.shape[2]
-        if kernel.shape[2] == 3 and in_channels == 1:  # grey input: the colour kernel fed one value thrice
+        if kernel.shape[2] == 3 and layer.kernel.shape[2] == 1:  # grey input: the colour kernel fed one value thrice
             kernel = kernel.sum(axis=2, keepdims=True)
         return kernel
     if isinstance(layer, keras.layers.Dense):  # (out, in) -> (in, out)
@@ -112,10 +111,10 @@ def keras_kernel(array: np.ndarray, layer: keras.layers.Layer) -> np.ndarray:
     return array
 
 
-def load_pretrained(model: keras.Model, include_top: bool = False, path: Path | None = None) -> int:
-    """Set every backbone layer of `model` to its ImageNet weights (and the 1000-class head with `include_top`);
-    returns the number of layers set. Raises if a backbone layer finds no weights or a weight finds no layer."""
-    state = read_state_dict(path or weights_file())
+def load_pretrained(model: keras.Model, include_top: bool = False) -> None:
+    """Set every backbone layer of `model` to its ImageNet weights (and the 1000-class head with `include_top`).
+    Raises if a backbone layer finds no weights or a weight finds no layer."""
+    state = read_state_dict(weights_file())
     by_layer: dict[str, dict[str, np.ndarray]] = {}
     for torch_name, array in state.items():
         layer_name, parameter = keras_name(torch_name)
@@ -138,4 +137,3 @@ def load_pretrained(model: keras.Model, include_top: bool = False, path: Path | 
         else:
             values = [keras_kernel(params["weight"], layer)]
         layer.set_weights(values)
-    return len(by_layer)
