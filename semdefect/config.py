@@ -121,7 +121,9 @@ class Review:
 
 @dataclass
 class Adapt:
-    epochs: int = key(low=1)
+    head_epochs: int = key(low=0)
+    views: int = key(low=1)
+    epochs: int = key(low=0)
     learning_rate: float = key(low=1e-7, high=1.0)
     new_share: float = key(low=0.05, high=0.95)
     base_per_class: int = key(low=0)

@@ -82,25 +82,40 @@ def test_the_surest_share_of_each_answered_class_is_kept():
 
 
 @pytest.mark.parametrize("case, fragment", [
-    ("neither", "give labelled images (--data), unlabelled ones (--unlabelled) or both"),
-    ("unknown class", "not among the model's classes"),
-    ("empty", "has no class folders"),
+    ("neither", "give labelled images (--data or --labels), unlabelled ones (--unlabelled) or both"),
+    ("both", "give the labelled images once"),
+    ("case clash", "label 'Via' and the model's class 'via' differ only in case"),
+    ("empty class", "class 'flake' has no images"),
+    ("single class", "one class only"),
+    ("missing file", "line 2: image"),
+    ("empty", "no class folders"),
     ("not keras", "the adapted model is a .keras file"),
 ])
 def test_bad_input_exits_2_in_one_line(trained, tmp_path, capsys, case, fragment):
     folder = labelled_folder(trained, tmp_path)
     output = tmp_path / "out.keras"
-    if case == "unknown class":
-        (folder / "scratch").mkdir()
-        shutil.copy(next((folder / "via").iterdir()), folder / "scratch" / "x.png")
+    args = ["--model", str(trained["keras"]), "--output", str(output), *overrides(trained)]
+    if case == "case clash":
+        shutil.copytree(folder / "via", folder / "Via")
+    if case == "empty class":
+        (folder / "flake").mkdir()
+    if case == "single class":
+        shutil.rmtree(folder / "crack")
+        args += ["--classes", "labelled"]
     if case == "empty":
         folder = tmp_path / "empty"
         folder.mkdir()
     if case == "not keras":
         output = tmp_path / "out.onnx"
-    args = ["--model", str(trained["keras"]), "--output", str(output), *overrides(trained)]
-    if case != "neither":
+        args[3] = str(output)
+    if case == "missing file":
+        labels = tmp_path / "labels.csv"
+        labels.write_text("path,label\nnowhere.png,crack\n", encoding="utf-8")
+        args += ["--labels", str(labels)]
+    elif case != "neither":
         args += ["--data", str(folder)]
+    if case == "both":
+        args += ["--labels", str(tmp_path / "labels.csv")]
     assert adapt_model.main(args) == 2
     assert_one_line_error(capsys.readouterr().err, fragment)
     assert not output.exists()
@@ -111,3 +126,38 @@ def test_a_model_that_is_not_keras_exits_2(trained, tmp_path, capsys):
             "--output", str(tmp_path / "out.keras")]
     assert adapt_model.main(args) == 2
     assert_one_line_error(capsys.readouterr().err, "expected a .keras")
+
+
+def test_a_new_class_from_labels_csv_is_appended_and_known_classes_keep_their_weights(trained, tmp_path, capsys):
+    folder = labelled_folder(trained, tmp_path, classes=("crack", "particle"))
+    rows = ["path,label"] + [f"{p},{p.parent.name}" for p in sorted(folder.rglob("*.png"))]
+    rows = [row.replace(",particle", ",Écaille sombre") for row in rows]  # a fab's own class, never learnt
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "adapted.keras"
+    code = adapt_model.main(["--model", str(trained["keras"]), "--labels", str(labels), "--output", str(out),
+                             "--base-data", str(trained["data"]), *overrides(trained), "adapt.head_epochs=0",
+                             "adapt.epochs=0"])
+    assert code == 0, capsys.readouterr().err
+    base, adapted = KerasClassifier(trained["keras"]), KerasClassifier(out)
+    assert adapted.class_names == base.class_names + ["Écaille sombre"]
+    old_w, old_b = base.model.get_layer("probabilities").get_weights()
+    new_w, new_b = adapted.model.get_layer("probabilities").get_weights()
+    np.testing.assert_array_equal(new_w[:, :-1], old_w)  # untrained here: the known classes as they were
+    np.testing.assert_array_equal(new_b[:-1], old_b)
+    assert np.linalg.norm(new_w[:, -1]) == pytest.approx(np.linalg.norm(old_w, axis=0).mean(), rel=1e-4)
+    probabilities = adapted.run(np.zeros((1, TINY_SIZE, TINY_SIZE, 1), np.float32))[0]
+    assert probabilities.shape == (1, len(base.class_names) + 1)
+    assert '"Écaille sombre"' in capsys.readouterr().out
+
+
+def test_classes_labelled_answers_exactly_the_labelled_classes(trained, tmp_path, capsys):
+    folder = labelled_folder(trained, tmp_path, classes=("crack", "via", "particle"))
+    (folder / "particle").rename(folder / "ball defect")
+    out = tmp_path / "adapted.keras"
+    code = adapt_model.main(["--model", str(trained["keras"]), "--data", str(folder), "--classes", "labelled",
+                             "--output", str(out), *overrides(trained)])
+    assert code == 0, capsys.readouterr().err
+    adapted = KerasClassifier(out)
+    assert adapted.class_names == ["ball defect", "crack", "via"]
+    assert adapted.model.outputs[0].shape[-1] == 3

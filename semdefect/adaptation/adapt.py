@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from semdefect.board.errors import DatasetError, ImageError
 from semdefect.board.files import find_images
 from semdefect.board.images import Preprocess, load_image
 from semdefect.config import Config
-from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, load_folder, split_folder
+from semdefect.adaptation.labels import Labels, target_classes
+from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, split_folder
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,78 @@ def fine_tune(model: Any, mix: Images, cfg: Config, seed: int) -> None:
     model.fit(sequence, epochs=cfg.adapt.epochs, verbose=2)
 
 
-def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path | None, unlabelled: Path | None,
-          cfg: Config) -> dict[str, Any]:
+def head_input(model: Any) -> Any:
+    """The model up to the features its last layer (`probabilities`) reads."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer("probabilities").input)
+
+
+def features_of(extractor: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(extractor.predict_on_batch(x[i:i + batch_size]))
+                           for i in range(0, len(x), batch_size)]) if len(x) else np.empty((0, 0), np.float32)
+
+
+def starting_head(weights: np.ndarray, bias: np.ndarray, known: list[str], classes: list[str],
+                  features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The last layer for `classes`: a class the model answers keeps its weights; a new one starts from the mean
+    direction of its labelled images' features, as long as the known classes' weights (weight imprinting, Qi et al.
+    2018), so that it is answered from the first step and the head's training only refines it."""
+    length = float(np.linalg.norm(weights, axis=0).mean())
+    columns, biases = [], []
+    for index, name in enumerate(classes):
+        if name in known:
+            columns.append(weights[:, known.index(name)])
+            biases.append(bias[known.index(name)])
+        else:
+            mean = features[labels == index].mean(axis=0)
+            columns.append(mean / (np.linalg.norm(mean) + 1e-12) * length)
+            biases.append(float(bias.mean()))
+    return np.stack(columns, axis=1).astype(np.float32), np.asarray(biases, np.float32)
+
+
+def fit_head(features: np.ndarray, labels: np.ndarray, start: tuple[np.ndarray, np.ndarray], epochs: int,
+             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression on fixed features from `start`: Adam, full passes over the cached features."""
+    import keras
+
+    from semdefect.training.train import onehot
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((features.shape[1],))
+    layer = keras.layers.Dense(start[0].shape[1], activation="softmax")
+    head = keras.Model(inputs, layer(inputs))
+    layer.set_weights(list(start))
+    head.compile(optimizer=keras.optimizers.Adam(HEAD_LEARNING_RATE), loss=keras.losses.CategoricalCrossentropy())
+    head.fit(features, onehot(labels, start[0].shape[1]), batch_size=64, epochs=epochs, shuffle=True, verbose=0)
+    weights, bias = layer.get_weights()
+    return weights, bias
+
+
+def with_head(model: Any, head: tuple[np.ndarray, np.ndarray]) -> Any:
+    """`model` with a new last layer (same name, `probabilities`) holding `head`'s weights."""
+    import keras
+
+    features = model.get_layer("probabilities").input
+    layer = keras.layers.Dense(head[0].shape[1], activation="softmax", name="probabilities")
+    adapted = keras.Model(model.inputs, layer(features), name=model.name)
+    layer.set_weights(list(head))
+    return adapted
+
+
+def views(x: np.ndarray, count: int, zoom: float, seed: int) -> list[np.ndarray]:
+    """`x` as it is, then `count - 1` augmented copies (the training augmentation), for a head on fixed features."""
+    from semdefect.training.augment import augment_batch
+
+    rng = np.random.default_rng([seed, 31])
+    return [x] + [augment_batch(x, rng, zoom) for _ in range(count - 1)]
+
+
+HEAD_LEARNING_RATE = 1e-3
+
+
+def adapt(base_path: Path, output: Path, labels: Labels | None, classes_mode: str, base_data: Path | None,
+          unlabelled: Path | None, cfg: Config) -> dict[str, Any]:
     """Adapt the model in `base_path` and write it to `output`; returns what was used and done."""
     import keras
 
@@ -142,23 +213,43 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
     acfg = cfg.adapt
     keras.utils.set_random_seed(acfg.seed)
     base = KerasClassifier(base_path)
-    classes, prep = base.class_names, base.prep
+    known, prep = base.class_names, base.prep
+    classes = target_classes(known, labels.classes(), classes_mode) if labels is not None else known
     new = Images.empty(prep.image_size)
-    if labelled is not None:
-        loaded = load_folder(labelled, classes, prep)
+    if labels is not None:
+        loaded = load_files(LabelledFiles(labels.source, labels.paths, [classes.index(n) for n in labels.names]), prep)
         new = Images(loaded.x, loaded.y)
     rehearsal = Images.empty(prep.image_size)
     if base_data is not None and acfg.base_per_class:
-        rehearsal = base_sample(base_data, classes, prep, acfg.base_per_class, acfg.seed)
+        rehearsal = base_sample(base_data, known, prep, acfg.base_per_class, acfg.seed)
+        rehearsal = renumbered(rehearsal, known, classes)
+    if len(new) and len(np.unique(np.concatenate([new.y, rehearsal.y]))) < 2:
+        raise DatasetError(f"{labels.source}: the labelled images name one class only and no --base-data is given; "
+                           "the model would learn to answer it always")
     pool = Images.empty(prep.image_size).x
     if unlabelled is not None and (not len(new) or acfg.pseudo_labels):
-        exclude = {p.resolve() for p in loaded.paths} if labelled is not None else set()
+        exclude = {p.resolve() for p in loaded.paths} if labels is not None else set()
         pool = load_unlabelled(unlabelled, prep, exclude)[0]
     model = classifier_part(base.model)
     steps, pseudo = [], Images.empty(prep.image_size)
     if len(new):
-        fine_tune(model, with_new(rehearsal, new, acfg.new_share), cfg, acfg.seed)
-        steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
+        mix = with_new(rehearsal, new, acfg.new_share)
+        extractor = head_input(model)
+        weights, bias = model.get_layer("probabilities").get_weights()
+        head = starting_head(weights, bias, known, classes, features_of(extractor, new.x), new.y)
+        if acfg.head_epochs:
+            fx = np.concatenate([features_of(extractor, v) for v in views(mix.x, acfg.views, cfg.train.zoom,
+                                                                          acfg.seed)])
+            head = fit_head(fx, np.tile(mix.y, acfg.views), head, acfg.head_epochs, acfg.seed)
+        model = with_head(model, head)
+        added = [c for c in classes if c not in known]
+        steps.append(f"last layer for {len(classes)} classes" + (f" ({len(added)} new: {', '.join(added)})"
+                                                                  if added else "")
+                     + (f" fitted on the features of {len(new)} labelled and {len(rehearsal)} base images"
+                        if acfg.head_epochs else ""))
+        if acfg.epochs:
+            fine_tune(model, mix, cfg, acfg.seed)
+            steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
         if len(pool):
             pseudo = surest_answers(model, pool, acfg.pseudo_share)
             fine_tune(model, with_new(rehearsal + pseudo, new, acfg.new_share), cfg, acfg.seed + 1)
@@ -179,9 +270,16 @@ def adapt(base_path: Path, output: Path, labelled: Path | None, base_data: Path 
         bank_note = "neighbour bank kept (no labelled image to rebuild it from: give --base-data)"
     review = (f"{bank_note}; temperature and threshold carried over from the base model" if base.metadata.review
               else "no review bin (the base model has none)")
-    save_model(model, output, base.metadata)
-    report = {"base": str(base_path), "output": str(output), "labelled": len(new), "base_images": len(rehearsal),
-              "unlabelled": len(pool), "pseudo_labelled": len(pseudo), "done": steps, "review": review,
-              "seconds": round(time.perf_counter() - started, 1)}
+    save_model(model, output, replace(base.metadata, class_names=classes))
+    report = {"base": str(base_path), "output": str(output), "classes": classes, "labelled": len(new),
+              "base_images": len(rehearsal), "unlabelled": len(pool), "pseudo_labelled": len(pseudo), "done": steps,
+              "review": review, "seconds": round(time.perf_counter() - started, 1)}
     log.info("%s; review: %s (%.0f s)", ", ".join(steps), review, report["seconds"])
     return report
+
+
+def renumbered(images: Images, known: list[str], classes: list[str]) -> Images:
+    """Base images with their class indices in `classes`; those of classes not in it are left out."""
+    index = np.array([classes.index(name) if name in classes else -1 for name in known])
+    y = index[images.y]
+    return Images(images.x[y >= 0], y[y >= 0])

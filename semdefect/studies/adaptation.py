@@ -86,6 +86,7 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, testable: dict[str, s
     import keras
 
     from semdefect.adaptation.adapt import adapt
+    from semdefect.adaptation.labels import from_folders
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
     from semdefect.studies.crosscheck import Row, finished_run, slug, sources_of_root, summarise
 
@@ -119,7 +120,8 @@ def run_adaptation(cfg: Config, out: Path, source_of: Any, testable: dict[str, s
                               if row.unlabelled else None)
                 # with labels too, the unlabelled images are used by the pseudo-labelled round, whatever the default
                 row_cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, pseudo_labels=row.unlabelled))
-                adapt(base_dir / "model.keras", run_dir / "model.keras", labelled, view, unlabelled, row_cfg)
+                adapt(base_dir / "model.keras", run_dir / "model.keras",
+                      from_folders(labelled) if labelled else None, "union", view, unlabelled, row_cfg)
                 classifier = load_classifier(run_dir / "model.keras")
                 metrics = score(classifier, load_eval_data(view, "test", classifier.class_names,
                                                            classifier.prep)).metrics
