@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from semdefect.adaptation.labels import Labels, target_classes
 from semdefect.board.errors import DatasetError, ImageError
 from semdefect.board.files import find_images
 from semdefect.board.images import Preprocess, load_image
 from semdefect.config import Config
-from semdefect.adaptation.labels import Labels, target_classes
 from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, split_folder
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def adapt(base_path: Path, output: Path, labels: Labels | None, classes_mode: st
     if base_data is not None and acfg.base_per_class:
         rehearsal = base_sample(base_data, known, prep, acfg.base_per_class, acfg.seed)
         rehearsal = renumbered(rehearsal, known, classes)
-    if len(new) and len(np.unique(np.concatenate([new.y, rehearsal.y]))) < 2:
+    if labels is not None and len(np.unique(np.concatenate([new.y, rehearsal.y]))) < 2:
         raise DatasetError(f"{labels.source}: the labelled images name one class only and no --base-data is given; "
                            "the model would learn to answer it always")
     pool = Images.empty(prep.image_size).x

@@ -1,4 +1,4 @@
-"""The labelled images a person gives `adapt_model.py`, and the classes the adapted model will answer (workstation side).
+"""The labelled images a person gives `adapt_model.py`, and the classes the adapted model answers (workstation side).
 
 Labels come as class folders (`--data DIR`: DIR/<class>/<image>), as a `labels.csv` with columns `path,label`
 (`--labels`; what the labelling page saves; relative paths are read from the CSV's folder), or as Label Studio's JSON
