@@ -10,12 +10,12 @@ import adapt_model
 from semdefect.training.model import KerasClassifier
 
 
-def labelled_folder(trained, tmp_path, classes=("crack", "via"), per_class=2):
+def labelled_folder(trained, tmp_path, classes=("crack", "via"), per_class=2, split="test"):
     """A few labelled images of two classes, as a user would lay them out (no splits)."""
     folder = tmp_path / "labelled"
     for name in classes:
         (folder / name).mkdir(parents=True)
-        for image in sorted((trained["data"] / "test" / name).glob("*.png"))[:per_class]:
+        for image in sorted((trained["data"] / split / name).glob("*.png"))[:per_class]:
             shutil.copy(image, folder / name / image.name)
     return folder
 
@@ -34,7 +34,8 @@ def test_adapted_model_keeps_classes_preprocessing_and_review_bin(trained, tmp_p
     assert adapted.class_names == base.class_names and adapted.prep == base.prep
     assert adapted.metadata.review == base.metadata.review  # temperature and threshold carried over
     report = capsys.readouterr().out
-    assert '"labelled": 4' in report and '"base_images": 20' in report and "carried over" in report
+    assert '"labelled": 4' in report and '"base_images": 20' in report
+    assert "carried over from the base model (too few labelled images to refit them" in report
     assert "--unlabelled not used" in report  # adapt.pseudo_labels is off by default
     bank = adapted.model.get_layer("agreement").get_weights()[0]
     assert len(bank) == 4 + 20  # the labelled and the base images the model was fitted on
@@ -161,3 +162,15 @@ def test_classes_labelled_answers_exactly_the_labelled_classes(trained, tmp_path
     adapted = KerasClassifier(out)
     assert adapted.class_names == ["ball defect", "crack", "via"]
     assert adapted.model.outputs[0].shape[-1] == 3
+
+
+def test_the_review_bin_is_refitted_on_held_out_answers_when_labels_allow(trained, tmp_path, capsys):
+    folder = labelled_folder(trained, tmp_path, classes=("crack", "via", "particle", "opens"), per_class=6,
+                             split="train")
+    out = tmp_path / "adapted.keras"
+    code = adapt_model.main(["--model", str(trained["keras"]), "--data", str(folder), "--output", str(out),
+                             *overrides(trained), "adapt.epochs=0"])
+    assert code == 0, capsys.readouterr().err
+    review = KerasClassifier(out).metadata.review
+    assert review.held_out == 24 and review != KerasClassifier(trained["keras"]).metadata.review
+    assert "refitted on the 24 labelled images" in capsys.readouterr().out

@@ -27,8 +27,9 @@ from semdefect.adaptation.labels import Labels, target_classes
 from semdefect.board.errors import DatasetError, ImageError
 from semdefect.board.files import find_images
 from semdefect.board.images import Preprocess, load_image
-from semdefect.config import Config
+from semdefect.config import Adapt, Config
 from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, split_folder
+from semdefect.evaluation.selective import fit_review
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,10 @@ def head_input(model: Any) -> Any:
 
 
 def features_of(extractor: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    if not len(x):
+        return np.empty((0, extractor.output.shape[-1]), np.float32)
     return np.concatenate([np.asarray(extractor.predict_on_batch(x[i:i + batch_size]))
-                           for i in range(0, len(x), batch_size)]) if len(x) else np.empty((0, 0), np.float32)
+                           for i in range(0, len(x), batch_size)])
 
 
 def starting_head(weights: np.ndarray, bias: np.ndarray, known: list[str], classes: list[str],
@@ -162,9 +165,10 @@ def starting_head(weights: np.ndarray, bias: np.ndarray, known: list[str], class
     return np.stack(columns, axis=1).astype(np.float32), np.asarray(biases, np.float32)
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, start: tuple[np.ndarray, np.ndarray], epochs: int,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax regression on fixed features from `start`: Adam, full passes over the cached features."""
+def fit_head(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, start: tuple[np.ndarray, np.ndarray],
+             epochs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression on fixed features from `start`: Adam, full passes over the cached features, each sample
+    weighted."""
     import keras
 
     from semdefect.training.train import onehot
@@ -175,9 +179,84 @@ def fit_head(features: np.ndarray, labels: np.ndarray, start: tuple[np.ndarray, 
     head = keras.Model(inputs, layer(inputs))
     layer.set_weights(list(start))
     head.compile(optimizer=keras.optimizers.Adam(HEAD_LEARNING_RATE), loss=keras.losses.CategoricalCrossentropy())
-    head.fit(features, onehot(labels, start[0].shape[1]), batch_size=64, epochs=epochs, shuffle=True, verbose=0)
-    weights, bias = layer.get_weights()
-    return weights, bias
+    head.fit(features, onehot(labels, start[0].shape[1]), sample_weight=weights, batch_size=64, epochs=epochs,
+             shuffle=True, verbose=0)
+    fitted, bias = layer.get_weights()
+    return fitted, bias
+
+
+@dataclass
+class HeadData:
+    """Fixed features of the labelled (`new`) and base images, `views` copies of each (the first as it is): what
+    the last layer is fitted on."""
+
+    new: np.ndarray   # (views, n_new, features)
+    new_y: np.ndarray
+    base: np.ndarray  # (views, n_base, features)
+    base_y: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> HeadData:
+        return HeadData(self.new[:, keep], self.new_y[keep], self.base, self.base_y)
+
+    def training_set(self, share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every view of every image, weighted so that the labelled images make `share` of the loss (as the
+        fine-tuning's mix repeats them to)."""
+        views, n_new, n_base = self.new.shape[0], len(self.new_y), len(self.base_y)
+        w_new, w_base = (share / n_new, (1 - share) / n_base) if n_base else (1 / n_new, 0.0)
+        x = np.concatenate([self.new.reshape(-1, self.new.shape[-1]), self.base.reshape(-1, self.new.shape[-1])])
+        y = np.concatenate([np.tile(self.new_y, views), np.tile(self.base_y, views)])
+        w = np.concatenate([np.full(views * n_new, w_new), np.full(views * n_base, w_base)])
+        return x, y, (w * len(w) / w.sum()).astype(np.float32)
+
+    def fitted_head(self, weights: np.ndarray, bias: np.ndarray, known: list[str], classes: list[str],
+                    acfg: Adapt) -> tuple[np.ndarray, np.ndarray]:
+        head = starting_head(weights, bias, known, classes, self.new[0], self.new_y)
+        if not acfg.head_epochs:
+            return head
+        x, y, w = self.training_set(acfg.new_share)
+        return fit_head(x, y, w, head, acfg.head_epochs, acfg.seed)
+
+
+def cross_fitted(data: HeadData, weights: np.ndarray, bias: np.ndarray, known: list[str], classes: list[str],
+                 acfg: Adapt) -> tuple[np.ndarray, np.ndarray]:
+    """Each labelled image's probabilities and neighbour agreement from a last layer and a neighbour bank that did
+    not see it (k-fold over the labelled images, each class dealt evenly over the folds): held-out outputs to fit
+    the review bin on, where the adapted model has no held-out image of the new source."""
+    from semdefect.board.review import neighbour_agreement
+    from semdefect.training.model import NEIGHBOURS
+
+    folds = np.empty(len(data.new_y), np.int64)
+    rng = np.random.default_rng([acfg.seed, 41])
+    for label in np.unique(data.new_y):
+        members = rng.permutation(np.flatnonzero(data.new_y == label))
+        folds[members] = np.arange(len(members)) % REVIEW_FOLDS
+    probabilities = np.zeros((len(data.new_y), len(classes)), np.float32)
+    agreement = np.zeros(len(data.new_y), np.float32)
+    for fold in range(REVIEW_FOLDS):
+        held, kept = folds == fold, folds != fold
+        if not held.any():
+            continue
+        rest = data.subset(kept)
+        w, b = rest.fitted_head(weights, bias, known, classes, acfg)
+        logits = data.new[0, held] @ w + b
+        probabilities[held] = softmax(logits)
+        bank = np.concatenate([rest.new[0], rest.base[0]])
+        unit = bank / np.sqrt((bank ** 2).sum(axis=1, keepdims=True) + 1e-12)
+        bank_y = np.concatenate([rest.new_y, rest.base_y])
+        agreement[held] = neighbour_agreement(data.new[0, held], probabilities[held], unit, bank_y,
+                                              min(NEIGHBOURS, len(bank)))
+    return probabilities, agreement
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    result: np.ndarray = z / z.sum(axis=1, keepdims=True)
+    return result
+
+
+REVIEW_FOLDS = 5
+REVIEW_MIN_PER_CLASS = 2  # a labelled class needs an image left to learn from when one is held out
+REVIEW_MIN_IMAGES = 20  # fewer held-out answers than this say too little about a threshold
 
 
 def with_head(model: Any, head: tuple[np.ndarray, np.ndarray]) -> Any:
@@ -191,12 +270,12 @@ def with_head(model: Any, head: tuple[np.ndarray, np.ndarray]) -> Any:
     return adapted
 
 
-def views(x: np.ndarray, count: int, zoom: float, seed: int) -> list[np.ndarray]:
-    """`x` as it is, then `count - 1` augmented copies (the training augmentation), for a head on fixed features."""
+def view_features(extractor: Any, x: np.ndarray, count: int, zoom: float, seed: int) -> np.ndarray:
+    """Features of `x` as it is, then of `count - 1` augmented copies (the training augmentation): (count, n, d)."""
     from semdefect.training.augment import augment_batch
 
     rng = np.random.default_rng([seed, 31])
-    return [x] + [augment_batch(x, rng, zoom) for _ in range(count - 1)]
+    return np.stack([features_of(extractor, x if i == 0 else augment_batch(x, rng, zoom)) for i in range(count)])
 
 
 HEAD_LEARNING_RATE = 1e-3
@@ -232,23 +311,32 @@ def adapt(base_path: Path, output: Path, labels: Labels | None, classes_mode: st
         pool = load_unlabelled(unlabelled, prep, exclude)[0]
     model = classifier_part(base.model)
     steps, pseudo = [], Images.empty(prep.image_size)
+    review, review_note = base.metadata.review, "no review bin (the base model has none)"
+    if review is not None:
+        review_note = "temperature and threshold carried over from the base model"
     if len(new):
-        mix = with_new(rehearsal, new, acfg.new_share)
         extractor = head_input(model)
         weights, bias = model.get_layer("probabilities").get_weights()
-        head = starting_head(weights, bias, known, classes, features_of(extractor, new.x), new.y)
-        if acfg.head_epochs:
-            fx = np.concatenate([features_of(extractor, v) for v in views(mix.x, acfg.views, cfg.train.zoom,
-                                                                          acfg.seed)])
-            head = fit_head(fx, np.tile(mix.y, acfg.views), head, acfg.head_epochs, acfg.seed)
-        model = with_head(model, head)
+        views = acfg.views if acfg.head_epochs else 1
+        data = HeadData(view_features(extractor, new.x, views, cfg.train.zoom, acfg.seed), new.y,
+                        view_features(extractor, rehearsal.x, views, cfg.train.zoom, acfg.seed + 1), rehearsal.y)
+        model = with_head(model, data.fitted_head(weights, bias, known, classes, acfg))
+        if review is not None and len(new) >= REVIEW_MIN_IMAGES and \
+                np.bincount(new.y)[np.unique(new.y)].min() >= REVIEW_MIN_PER_CLASS:
+            probabilities, agreement = cross_fitted(data, weights, bias, known, classes, acfg)
+            review = fit_review(probabilities, agreement, new.y, cfg.review)
+            review_note = (f"temperature and threshold refitted on the {len(new)} labelled images, each scored by a "
+                           f"last layer fitted without it ({REVIEW_FOLDS}-fold)")
+        elif review is not None:
+            review_note += (f" (too few labelled images to refit them: it takes {REVIEW_MIN_IMAGES}, and "
+                            f"{REVIEW_MIN_PER_CLASS} of each class)")
         added = [c for c in classes if c not in known]
         steps.append(f"last layer for {len(classes)} classes" + (f" ({len(added)} new: {', '.join(added)})"
                                                                   if added else "")
                      + (f" fitted on the features of {len(new)} labelled and {len(rehearsal)} base images"
                         if acfg.head_epochs else ""))
         if acfg.epochs:
-            fine_tune(model, mix, cfg, acfg.seed)
+            fine_tune(model, with_new(rehearsal, new, acfg.new_share), cfg, acfg.seed)
             steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
         if len(pool):
             pseudo = surest_answers(model, pool, acfg.pseudo_share)
@@ -268,13 +356,13 @@ def adapt(base_path: Path, output: Path, labels: Labels | None, classes_mode: st
         agreement = base.model.get_layer("agreement")([model.get_layer(feature_layer(model)).output, model.output])
         model = keras.Model(model.inputs, [model.output, agreement], name=model.name)
         bank_note = "neighbour bank kept (no labelled image to rebuild it from: give --base-data)"
-    review = (f"{bank_note}; temperature and threshold carried over from the base model" if base.metadata.review
-              else "no review bin (the base model has none)")
-    save_model(model, output, replace(base.metadata, class_names=classes))
+    if base.metadata.review is not None:
+        review_note = f"{bank_note}; {review_note}"
+    save_model(model, output, replace(base.metadata, class_names=classes, review=review))
     report = {"base": str(base_path), "output": str(output), "classes": classes, "labelled": len(new),
               "base_images": len(rehearsal), "unlabelled": len(pool), "pseudo_labelled": len(pseudo), "done": steps,
-              "review": review, "seconds": round(time.perf_counter() - started, 1)}
-    log.info("%s; review: %s (%.0f s)", ", ".join(steps), review, report["seconds"])
+              "review": review_note, "seconds": round(time.perf_counter() - started, 1)}
+    log.info("%s; review: %s (%.0f s)", ", ".join(steps), review_note, report["seconds"])
     return report
 
 
