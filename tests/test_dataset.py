@@ -73,3 +73,14 @@ def test_eval_folder_is_a_split_or_a_folder_of_class_folders(tmp_path):
     make(tmp_path, "test", "a", 1)
     assert resolve_eval_folder(tmp_path, "test", CLASSES) == tmp_path / "test"
     assert resolve_eval_folder(tmp_path / "test", "test", CLASSES) == tmp_path / "test"
+
+
+def test_class_folders_match_class_names_in_any_unicode_form(tmp_path):
+    import unicodedata
+
+    classes = ["défaut à bille", "rayure fine"]
+    make(tmp_path, "test", unicodedata.normalize("NFD", classes[0]), 2)  # as copied from a Mac
+    make(tmp_path, "test", classes[1], 1)
+    assert resolve_eval_folder(tmp_path / "test", "test", classes) == tmp_path / "test"
+    files = list_labelled_files(tmp_path / "test", classes)
+    assert files.labels == [0, 0, 1]

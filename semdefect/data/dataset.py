@@ -8,6 +8,7 @@ an output per class); a folder whose name is not a class is an error, since its 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,8 @@ def resolve_eval_folder(data: Path, split: str, class_names: Sequence[str]) -> P
         raise DatasetError(f"dataset folder {data} does not exist" if not data.exists() else f"{data} is not a folder")
     if (data / split).is_dir():
         return data / split
-    if any(child.is_dir() and child.name in class_names for child in data.iterdir()):
+    names = {unicodedata.normalize("NFC", name) for name in class_names}
+    if any(child.is_dir() and unicodedata.normalize("NFC", child.name) in names for child in data.iterdir()):
         return data
     return split_folder(data, split)
 
@@ -75,14 +77,17 @@ def list_labelled_files(folder: Path, class_names: Sequence[str]) -> LabelledFil
         raise DatasetError(f"cannot list {folder}: {exc.strerror or exc}") from None
     if not subfolders:
         raise DatasetError(f"{folder} has no class folders (expected {folder}/<class>/ for: {', '.join(class_names)})")
-    unknown = [child.name for child in subfolders if child.name not in class_names]
+    # a folder copied from a Mac has its name in NFD form; a class name is compared in NFC
+    by_name = {unicodedata.normalize("NFC", child.name): child for child in subfolders}
+    names = [unicodedata.normalize("NFC", name) for name in class_names]
+    unknown = [name for name in by_name if name not in names]
     if unknown:
         raise DatasetError(f"{folder}: class folder(s) {', '.join(unknown)} are not among the model's classes "
                            f"({', '.join(class_names)})")
     paths: list[Path] = []
     labels: list[int] = []
-    for index, name in enumerate(class_names):
-        class_dir = folder / name
+    for index, name in enumerate(names):
+        class_dir = by_name.get(name, folder / name)
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and is_image_name(p)) if class_dir.is_dir() else []
         if not files:
             log.warning("%s: class '%s' has no images", folder, name)

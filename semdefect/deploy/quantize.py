@@ -19,7 +19,7 @@ from semdefect.config import Config, Quantize
 from semdefect.data.dataset import LoadedSplit
 from semdefect.deploy.export import compare_outputs, copy_metadata, half_precision_bank, review_head
 from semdefect.evaluation.metrics import compute_metrics
-from semdefect.evaluation.scoring import load_eval_data, predict_scored
+from semdefect.evaluation.scoring import load_splits_or_folder, predict_scored
 
 if TYPE_CHECKING:  # imported where used, like onnxruntime
     import onnx
@@ -169,14 +169,17 @@ def quantize_and_compare(fp32_path: Path, int8_path: Path, cfg: Config) -> dict[
     qcfg = cfg.quantize
     fp32 = OnnxClassifier(fp32_path)
     root = Path(cfg.data.root)
-    splits = {s: load_eval_data(root, s, fp32.class_names, fp32.prep) for s in ("val", "test")}
-    calibration = pick_calibration_images(splits["val"].x, splits["val"].y, qcfg.calib_images, cfg.train.seed)
+    splits = load_splits_or_folder(root, ("val", "test"), fp32.class_names, fp32.prep)
+    calibrated_on = "val" if "val" in splits else "labelled"  # a fab's labelled images have no splits
+    calibrate_on = splits[calibrated_on]
+    calibration = pick_calibration_images(calibrate_on.x, calibrate_on.y, qcfg.calib_images, cfg.train.seed)
     quantize_model(fp32_path, int8_path, calibration, qcfg)
     int8 = OnnxClassifier(int8_path)
     rows = [compare_on(fp32, int8, split, name) for name, split in splits.items()]
     ok = all(row["accuracy_drop_points"] <= qcfg.max_accuracy_drop for row in rows)
     return {"fp32": str(fp32_path), "int8": str(int8_path), "fp32_mb": fp32_path.stat().st_size / 1e6,
             "int8_mb": int8_path.stat().st_size / 1e6, "calibration_images": len(calibration),
+            "calibrated_on": calibrated_on,
             "settings": f"qdq, per-channel, percentile, float_first_block={qcfg.float_first_block}, "
                         f"float_head={qcfg.float_head}",
             "budget_points": qcfg.max_accuracy_drop, "ok": ok, "splits": rows}
@@ -185,8 +188,8 @@ def quantize_and_compare(fp32_path: Path, int8_path: Path, cfg: Config) -> dict[
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"# FP32 vs INT8: `{report['fp32']}` -> `{report['int8']}`", "",
              f"Sizes: FP32 {report['fp32_mb']:.2f} MB, INT8 {report['int8_mb']:.2f} MB "
-             f"({report['int8_mb'] / report['fp32_mb']:.2f}x). Calibration: {report['calibration_images']} val "
-             f"images, {report['settings']}.", "",
+             f"({report['int8_mb'] / report['fp32_mb']:.2f}x). Calibration: {report['calibration_images']} "
+             f"{report['calibrated_on']} images, {report['settings']}.", "",
              "| split | images | FP32 acc | INT8 acc | drop (points) | top-1 agreement | same review decision |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in report["splits"]:

@@ -41,7 +41,7 @@ from semdefect.data.dataset import LoadedSplit
 from semdefect.deploy.export import compare_outputs
 from semdefect.deploy.quantize import pick_calibration_images
 from semdefect.evaluation.metrics import compute_metrics
-from semdefect.evaluation.scoring import load_classifier, load_eval_data, predict_scored
+from semdefect.evaluation.scoring import load_classifier, load_splits_or_folder, predict_scored
 
 if TYPE_CHECKING:  # imported where used: TensorFlow takes seconds to import
     import keras
@@ -196,8 +196,10 @@ def export_and_compare(keras_path: Path, output: Path, cfg: Config) -> dict[str,
     if fp32.class_names != source.class_names:
         raise ModelError(f"{fp32_path} has other classes than {keras_path}: export the same model")
     root = Path(cfg.data.root)
-    splits = {s: load_eval_data(root, s, source.class_names, source.prep) for s in ("train", "val", "test")}
-    calibration = pick_calibration_images(splits["val"].x, splits["val"].y, tcfg.calib_images, cfg.train.seed)
+    splits = load_splits_or_folder(root, ("train", "val", "test"), source.class_names, source.prep)
+    calibrated_on = "val" if "val" in splits else "labelled"  # a fab's labelled images have no splits
+    calibrate_on = splits[calibrated_on]
+    calibration = pick_calibration_images(calibrate_on.x, calibrate_on.y, tcfg.calib_images, cfg.train.seed)
     export_tflite(source.model, source.metadata, calibration, output, tcfg.per_tensor)
     others: dict[str, Classifier] = {"tflite": TfliteClassifier(output)}
     if int8_path.is_file():
@@ -212,7 +214,8 @@ def export_and_compare(keras_path: Path, output: Path, cfg: Config) -> dict[str,
             "int8_onnx": str(int8_path) if "int8_onnx" in others else None,
             "tflite_mb": output.stat().st_size / 1e6, "fp32_onnx_mb": fp32_path.stat().st_size / 1e6,
             "weights": "per-tensor" if tcfg.per_tensor else "per-channel",
-            "calibration_images": len(calibration), "top1_agreement_all": agreement, "images_all": total,
+            "calibration_images": len(calibration),
+            "calibrated_on": calibrated_on, "top1_agreement_all": agreement, "images_all": total,
             "budget_points": tcfg.max_accuracy_drop, "ok": ok, "splits": rows}
 
 
@@ -221,7 +224,8 @@ def format_report(report: dict[str, Any]) -> str:
     names = {"tflite": "INT8 TFLite", "int8_onnx": "INT8 ONNX"}
     lines = [f"# INT8 TFLite: `{report['keras']}` -> `{report['tflite']}`", "",
              f"Size {report['tflite_mb']:.2f} MB (FP32 ONNX {report['fp32_onnx_mb']:.2f} MB); {report['weights']} "
-             f"weights; calibrated on {report['calibration_images']} val images. Reference: `{report['fp32_onnx']}`"
+             f"weights; calibrated on {report['calibration_images']} {report['calibrated_on']} images. "
+             f"Reference: `{report['fp32_onnx']}`"
              + (f"; also `{report['int8_onnx']}`." if report["int8_onnx"] else "."), "",
              "| split | images | FP32 ONNX acc | " + " | ".join(f"{names[c]} acc | top-1 agreement with FP32 | "
                                                           f"same review decision" for c in compared) + " |",

@@ -52,6 +52,16 @@ def load_eval_data(data: Path, split: str, class_names: Sequence[str], prep: Pre
     return load_folder(resolve_eval_folder(data, split, class_names), class_names, prep)
 
 
+def load_splits_or_folder(data: Path, splits: Sequence[str], class_names: Sequence[str],
+                          prep: Preprocess) -> dict[str, LoadedSplit]:
+    """The named splits of a dataset root or, for one folder of class folders without splits (a fab's labelled
+    images, which an adapted model has no val split besides), that folder once, named `labelled`."""
+    data = Path(data)
+    if resolve_eval_folder(data, splits[0], class_names) == data:
+        return {"labelled": load_folder(data, class_names, prep)}
+    return {split: load_eval_data(data, split, class_names, prep) for split in splits}
+
+
 @dataclass
 class Scored:
     """A model's answers on labelled images: the metrics.json contract, and per image the calibrated probabilities,
