@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint bench vela crosscheck openset audit board-package board-check clean
+.PHONY: demo test test-fast lint bench vela crosscheck openset newclasses audit board-package board-check clean
 
 $(VENV)/installed: requirements.txt requirements-edge.txt requirements-vela.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
@@ -51,6 +51,10 @@ crosscheck: $(VENV)/installed
 # The open-set protocol: leave one class out of training, measure how the review bin flags it (docs/review.md).
 openset: $(VENV)/installed
 	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) crosscheck.leave_out=classes crosscheck.out=models/openset $(CROSSCHECK_ARGS)
+
+# The new-classes protocol: leave classes out of training, teach them with adapt_model.py (docs/new-fab.md).
+newclasses: $(VENV)/installed
+	$(PY) crosscheck.py data.root=$(CROSSCHECK_DATA) crosscheck.leave_out=new_classes crosscheck.out=models/newclasses $(CROSSCHECK_ARGS)
 
 # Images whose label the model disputes (out-of-fold predictions; five trainings) on the same real images.
 audit: $(VENV)/installed

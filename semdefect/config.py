@@ -192,7 +192,10 @@ class Crosscheck:
     seeds: list[int] = key(check=seed_list)
     few_shot: list[int] = key(check=few_shot_list)
     adapt: list[int] = key(check=few_shot_list)
-    leave_out: str = key(choices=("sources", "classes"))
+    leave_out: str = key(choices=("sources", "classes", "new_classes"))
+    new_classes: int = key(low=1)
+    draws: int = key(low=1)
+    shots: int = key(low=1)
     out: str = key()
     reuse: bool = key()
 

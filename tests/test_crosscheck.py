@@ -19,6 +19,7 @@ from semdefect.studies.crosscheck import (
     source_lookup,
     view_fingerprint,
 )
+from semdefect.training.model import KerasClassifier
 
 
 def two_source_copy(tiny_dataset, root):
@@ -241,3 +242,31 @@ def test_a_held_out_source_is_tested_on_the_classes_the_others_can_teach():
 
     have = {"km": {"a", "b"}, "av": {"a", "b", "c", "d"}, "op": {"a", "c"}}
     assert testable_classes(have) == {"km": {"a", "b"}, "av": {"a", "b", "c"}, "op": {"a", "c"}}
+
+
+@pytest.mark.slow  # trains a model per draw, then adapts it twice
+def test_new_classes_protocol_teaches_the_left_out_classes(tiny_dataset, tmp_path):
+    out = tmp_path / "newclasses"
+    args = [*SMALL_CNN, f"data.root={tiny_dataset}", f"data.image_size={TINY_SIZE}", "train.epochs=1",
+            "crosscheck.leave_out=new_classes", "crosscheck.new_classes=2", "crosscheck.draws=1",
+            "crosscheck.shots=1", "crosscheck.seeds=[1]", f"crosscheck.out={out}", "adapt.epochs=1",
+            "adapt.base_per_class=1"]
+    assert crosscheck.main(args) == 0
+    results = json.loads((out / "crosscheck.json").read_text())
+    (row,) = results["rows"]
+    left_out = row["left_out"]
+    assert len(left_out) == 2
+    view = out / "views" / ("without_" + "__".join(left_out))
+    for name in left_out:  # never trained on, tested on
+        assert not list(view.glob(f"train/{name}/*")) and list(view.glob(f"test/{name}/*"))
+    run = out / "runs" / view.name
+    for pick in ("random", "picked"):
+        adapted = KerasClassifier(run / f"adapted_{pick}" / "seed1" / "model.keras")
+        assert adapted.class_names[-2:] == sorted(left_out) and len(adapted.class_names) == 10
+        assert 0 <= row[f"{pick}_new_accuracy_mean"] <= 1
+    labelled = sorted((run / "adapted_random" / "seed1" / "labelled").iterdir())
+    assert len(labelled) == 10  # one image per class, the new ones included
+    assert "| " + ", ".join(left_out) + " |" in (out / "crosscheck.md").read_text()
+    trained_at = (run / "seed1" / "model.keras").stat().st_mtime_ns
+    assert crosscheck.main(args) == 0  # again: every run kept
+    assert (run / "seed1" / "model.keras").stat().st_mtime_ns == trained_at

@@ -186,6 +186,10 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
     from semdefect.training.train import train
 
+    if cfg.crosscheck.leave_out == "new_classes":
+        from semdefect.studies.newclasses import run_new_classes
+
+        return run_new_classes(cfg)
     open_set = cfg.crosscheck.leave_out == "classes"
     source_of = source_lookup(cfg)
     out = Path(cfg.crosscheck.out)
@@ -369,6 +373,10 @@ def summarise(row: Row, runs: list[dict[str, Any]], n_test: int) -> dict[str, An
 def format_table(results: dict[str, Any]) -> str:
     if results.get("leave_out") == "classes":
         return format_open_set_table(results)
+    if results.get("leave_out") == "new_classes":
+        from semdefect.studies.newclasses import format_new_classes_table
+
+        return format_new_classes_table(results)
     classes = [c for c in results["rows"][0]["recall_per_class"]]
     tested = "; ".join(f"{source}: {', '.join(names)}" for source, names in results["test_classes"].items())
     lines = [f"Seeds {results['seeds']}: mean ± standard deviation. Leave-one-source-out rows test a source on the "
