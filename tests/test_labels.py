@@ -79,8 +79,7 @@ def test_label_studio_export_takes_the_last_annotation_and_local_file_addresses(
     export = [
         label_studio_task(1, {"image": "/data/local-files/?d=pool/a.png", "path": str(a)}, ["via"], ["Flocon"]),
         label_studio_task(2, {"image": "/data/local-files/?d=pool/b%20b.png"}, ["crack"]),
-        label_studio_task(3, {"image": "/data/local-files/?d=pool/c.png"}, ["crack"], cancelled=True),
-        {"id": 4, "data": {"image": "/data/local-files/?d=pool/c.png"}, "annotations": []},
+        label_studio_task(3, {"image": "/data/local-files/?d=pool/c.png"}, ["crack"], cancelled=True),  # skipped
     ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(export), encoding="utf-8")
@@ -92,6 +91,8 @@ def test_label_studio_export_takes_the_last_annotation_and_local_file_addresses(
     (label_studio_task(7, {"image": "/data/upload/3/5d1f-a.png"}, ["via"]), "task 7: image .* is not a local file"),
     (label_studio_task(8, {"image": "/data/local-files/?d=a.png"}, ["via", "crack"]), "task 8: 2 choices"),
     (label_studio_task(9, {"image": "/data/local-files/?d=gone.png"}, ["via"]), "task 9: image .*gone.png does not"),
+    ({"id": 10, "data": {"image": "/data/local-files/?d=a.png"}, "annotations": []}, "task 10: no class chosen"),
+    (label_studio_task(11, {"image": "/data/local-files/?d=a.png"}, []), "task 11: no class chosen"),
 ])
 def test_bad_label_studio_tasks_are_named(tmp_path, task, message):
     image(tmp_path / "a.png")

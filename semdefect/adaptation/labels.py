@@ -112,7 +112,8 @@ def from_csv(path: Path) -> Labels:
 
 
 def from_label_studio(path: Path) -> Labels:
-    """Label Studio's JSON export (a list of tasks); tasks without an annotation are left out, with a count."""
+    """Label Studio's JSON export (a list of tasks). A task the labeller skipped (every annotation cancelled) is left
+    out, with a count; a task with no chosen class is an error naming it, as its image would silently go missing."""
     path = Path(path)
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
@@ -123,34 +124,34 @@ def from_label_studio(path: Path) -> Labels:
     if not isinstance(tasks, list):
         raise DatasetError(f"--labels {path}: expected Label Studio's JSON export, a list of tasks")
     pairs: list[tuple[str, Path]] = []
-    unlabelled = 0
+    skipped = 0
     for number, task in enumerate(tasks, start=1):
         where = f"{path}, task {task.get('id', number) if isinstance(task, dict) else number}"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise DatasetError(f"{where}: not a Label Studio task (no 'data')")
-        choices = task_choices(task, where)
-        if choices is None:
-            unlabelled += 1
+        annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+        if annotations and all(a.get("was_cancelled") for a in annotations):
+            skipped += 1
             continue
-        image = task_image(task["data"], path.parent, where)
-        pairs.append((class_name(choices, where), image))
-    if unlabelled:
-        log.warning("%s: %d task(s) without an annotation left out", path, unlabelled)
+        choice = task_choice(annotations, where)
+        pairs.append((class_name(choice, where), task_image(task["data"], path.parent, where)))
+    if skipped:
+        log.warning("%s: %d task(s) skipped by the labeller left out", path, skipped)
     if not pairs:
         raise DatasetError(f"--labels {path}: no annotated task")
     return ordered(path, pairs)
 
 
-def task_choices(task: dict[str, Any], where: str) -> str | None:
-    """The class a task's last annotation that was not cancelled chose, or None when it has none."""
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
-    if not annotations:
-        return None
-    chosen = [c for r in annotations[-1].get("result") or [] if isinstance(r, dict) and r.get("type") == "choices"
-              for c in (r.get("value") or {}).get("choices") or []]
+def task_choice(annotations: list[dict[str, Any]], where: str) -> str:
+    """The class the last annotation that was not cancelled chose."""
+    kept = [a for a in annotations if not a.get("was_cancelled")]
+    chosen = [c for r in (kept[-1].get("result") or [] if kept else []) if isinstance(r, dict)
+              and r.get("type") == "choices" for c in (r.get("value") or {}).get("choices") or []]
+    if not chosen:
+        raise DatasetError(f"{where}: no class chosen (annotate it, skip it, or leave it out of the export)")
     if len(chosen) > 1:
         raise DatasetError(f"{where}: {len(chosen)} choices ({', '.join(map(str, chosen))}); one class per image")
-    return str(chosen[0]) if chosen else None
+    return str(chosen[0])
 
 
 def task_image(data: dict[str, Any], folder: Path, where: str) -> Path:
