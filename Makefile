@@ -8,6 +8,16 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test test-fast lint bench vela crosscheck openset newclasses audit board-package board-check clean
 
+# The page tests drive a real headless browser: Debian's chromium and its driver, installed here when missing (as root,
+# with apt-get; elsewhere install them first, or those tests are skipped with the reason).
+BROWSER := $(VENV)/browser
+$(BROWSER): $(VENV)/installed
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "make: the page tests need Debian's chromium and chromium-driver (apt-get install as root)"; fi; }
+	touch $@
+
 $(VENV)/installed: requirements.txt requirements-edge.txt requirements-vela.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: needs Python 3.11, 3.12 or 3.13 (none found; set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
@@ -71,11 +81,11 @@ board-check: board-package
 	$(PY) tools/board_check.py
 
 # Every test (a few minutes: the slow tier trains models and runs the stages as subprocesses).
-test: $(VENV)/installed
+test: $(BROWSER)
 	$(PY) -m pytest -q
 
 # The fast tier: everything but the tests marked slow (well under a minute).
-test-fast: $(VENV)/installed
+test-fast: $(BROWSER)
 	$(PY) -m pytest -q -m "not slow"
 
 # Style and types: ruff on everything, mypy on the package (strict on the board runtime).
