@@ -72,3 +72,39 @@ def test_bad_input_exits_2_in_one_line(trained, tmp_path, capsys, args, fragment
         base[option] = str(tmp_path / value) if option in ("--output", "--images") else value
     assert select_images.main([x for pair in base.items() for x in pair]) == 2
     assert_one_line_error(capsys.readouterr().err, fragment)
+
+
+def test_label_studio_tasks_follow_the_import_format_and_their_export_reads_back(trained, tmp_path):
+    import json
+    import xml.etree.ElementTree as ElementTree
+
+    from semdefect.adaptation.labels import read_labels
+
+    out = tmp_path / "picks.csv"
+    folder = trained["data"] / "test"
+    assert select_images.main(["--model", str(trained["keras"]), "--images", str(folder), "--budget", "4",
+                               "--output", str(out), "--format", "label-studio"]) == 0
+    rows = read_picks(out)
+    assert all(len(r["top3"].split(" ")) == 3 for r in rows)  # the tiny model's class names hold no spaces
+    assert "<!DOCTYPE html>" in out.with_suffix(".html").read_text(encoding="utf-8")  # the labelling page
+    tasks = json.loads((tmp_path / "picks.label-studio.json").read_text(encoding="utf-8"))
+    config = ElementTree.fromstring((tmp_path / "picks.label-studio.xml").read_text(encoding="utf-8"))
+    choices = config.find("Choices")
+    assert config.find("Image").get("name") == choices.get("toName") == "image"
+    offered = [c.get("value") for c in choices.findall("Choice")]
+    assert len(tasks) == 4 and len(offered) == 10
+    for task, row in zip(tasks, rows):
+        assert task["data"]["image"].startswith("/data/local-files/?d=") and task["data"]["path"] == row["path"]
+        (prediction,) = task["predictions"]
+        (result,) = prediction["result"]
+        assert (result["from_name"], result["to_name"], result["type"]) == (choices.get("name"), "image", "choices")
+        assert result["value"]["choices"] == [row["label"]] and row["label"] in offered
+        assert 0 <= prediction["score"] <= 1
+    # what Label Studio exports once a person accepted each guess (its JSON export: tasks with annotations)
+    for number, task in enumerate(tasks, 1):
+        task |= {"id": number, "annotations": [{"id": number, "was_cancelled": False,
+                                                "result": task["predictions"][0]["result"]}]}
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks), encoding="utf-8")
+    labels = read_labels(export)
+    assert sorted(zip(map(str, labels.paths), labels.names)) == sorted((r["path"], r["label"]) for r in rows)
