@@ -140,6 +140,12 @@ class Evaluate:
 
 
 @dataclass
+class Report:
+    max_images: int = key(low=0)
+    thumbnail: int = key(low=32, high=1024)
+
+
+@dataclass
 class Export:
     output: str = key()
     opset: int = key(low=13, high=21)
@@ -210,6 +216,7 @@ class Config:
     review: Review
     adapt: Adapt
     evaluate: Evaluate
+    report: Report
     export: Export
     quantize: Quantize
     tflite: Tflite

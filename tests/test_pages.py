@@ -142,3 +142,80 @@ def test_apply_refuses_bad_rows_in_one_line(tmp_path, images, capsys, content, f
     labels.write_text(content.format(image=images[0]), encoding="utf-8")
     assert label_images.main(["apply", str(labels), "--output", str(tmp_path / "out")]) == 2
     assert_one_line_error(capsys.readouterr().err, fragment)
+
+
+def open_report(tmp_path, folder):
+    driver = start(tmp_path / "profile", tmp_path / "downloads")
+    driver.get((folder / "report.html").as_uri())
+    return driver
+
+
+@pytest.mark.slow
+def test_report_gallery_holds_the_misclassified_images_and_a_cell_click_filters_it(trained, tmp_path):
+    import json
+
+    import evaluate_model
+    from selenium.webdriver.common.by import By
+
+    out = tmp_path / "eval"
+    assert evaluate_model.main(["--model", str(trained["keras"]), "--out", str(out), *trained["overrides"]]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    wrong = sorted(r["path"] for r in rows if r["true_label"] != r["label"])
+    review = sorted(r["path"] for r in rows if r["decision"] == "review")
+    driver = open_report(tmp_path, out)
+    try:
+        cards = driver.find_elements(By.CSS_SELECTOR, "#gallery .card")
+        assert sorted(c.find_element(By.CLASS_NAME, "path").text for c in cards) == wrong
+        assert all(len(c.find_elements(By.CSS_SELECTOR, "img.heat")) == 1 for c in cards)  # Keras: heat maps
+        reviewed = driver.find_elements(By.CSS_SELECTOR, "#review .card .path")
+        assert sorted(p.text for p in reviewed) == review
+        matrix = np.array(metrics["confusion_matrix"])
+        np.fill_diagonal(matrix, 0)
+        true, predicted = np.unravel_index(matrix.argmax(), matrix.shape)  # the largest off-diagonal cell
+        driver.find_element(By.CSS_SELECTOR, f"#confusion td[data-true='{true}'][data-pred='{predicted}']").click()
+        cards = driver.find_elements(By.CSS_SELECTOR, "#gallery .card")
+        assert len(cards) == matrix[true, predicted] > 0
+        assert {(int(c.get_attribute("data-true")), int(c.get_attribute("data-pred"))) for c in cards} == \
+            {(true, predicted)}
+        diagonal = driver.find_element(By.CSS_SELECTOR, "#confusion td[data-true='0'][data-pred='0']")
+        diagonal.click()  # a right answer's cell shows those images too
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card")) == metrics["confusion_matrix"][0][0]
+        summary = driver.find_element(By.ID, "summary").text
+        assert f"{100 * metrics['accuracy']:.1f} %" in summary and "ECE" in summary
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#plots img")) == 2
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+    assert "http" not in (out / "report.html").read_text(encoding="utf-8")  # nothing fetched from anywhere
+
+
+@pytest.mark.slow
+def test_report_of_an_onnx_model_has_heat_maps_only_with_cam_model_and_caps_inlined_images(trained, tmp_path, capsys):
+    import evaluate_model
+    from selenium.webdriver.common.by import By
+
+    plain, with_cam = tmp_path / "plain", tmp_path / "cam"
+    assert evaluate_model.main(["--model", str(trained["onnx"]), "--out", str(plain), *trained["overrides"],
+                                "report.max_images=3"]) == 0
+    assert evaluate_model.main(["--model", str(trained["onnx"]), "--cam-model", str(trained["keras"]), "--out",
+                                str(with_cam), *trained["overrides"]]) == 0
+    driver = open_report(tmp_path, plain)
+    try:
+        assert "No heat maps" in driver.find_element(By.ID, "cam-note").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "img.heat")
+        with (plain / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+            wrong = sum(r["true_label"] != r["label"] for r in csv.DictReader(handle))
+        cards = len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card"))
+        listed = len(driver.find_elements(By.CSS_SELECTOR, "#gallery-paths li:not(.note)"))
+        assert cards == min(3, wrong) and cards + listed == wrong  # the misclassified are inlined first
+        driver.get((with_cam / "report.html").as_uri())
+        assert driver.find_elements(By.CSS_SELECTOR, "#gallery img.heat")
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+    capsys.readouterr()
+    assert evaluate_model.main(["--model", str(trained["onnx"]), "--cam-model", str(trained["int8"]), "--out",
+                                str(tmp_path / "bad"), *trained["overrides"]]) == 2
+    assert_one_line_error(capsys.readouterr().err, "expected a .keras model file")

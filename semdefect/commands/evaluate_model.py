@@ -25,19 +25,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("train", "val", "test"),
                         help="split of a dataset root (default: evaluate.split)")
     parser.add_argument("--out", type=Path, help="folder for the reports (default: evaluate.out)")
+    parser.add_argument("--cam-model", type=Path, help="the .keras model an .onnx or .tflite file was made from: "
+                        "its heat maps go into report.html")
     return run_with_config(parser, argv, evaluate_model)
 
 
 def evaluate_model(args: argparse.Namespace, cfg: Config) -> int:
     from semdefect.evaluation.metrics import format_table
-    from semdefect.evaluation.reports import write_reports
+    from semdefect.evaluation.reports import write_html_report, write_reports
     from semdefect.evaluation.scoring import load_classifier, load_eval_data, score
 
     classifier = load_classifier(args.model or Path(cfg.train.output))
     loaded = load_eval_data(args.data or Path(cfg.data.root), args.split or cfg.evaluate.split,
                             classifier.class_names, classifier.prep)
     scored = score(classifier, loaded, cfg.evaluate.batch_size)
-    written = write_reports(scored, loaded.paths, loaded.y, args.out or Path(cfg.evaluate.out))
+    out = args.out or Path(cfg.evaluate.out)
+    written = write_reports(scored, loaded.paths, loaded.y, out)
+    written["html"] = write_html_report(scored, loaded, written, cfg, classifier, args.cam_model)
     metrics, selective = scored.metrics, scored.metrics["selective"]
     print(format_table(metrics))
     print(f"accuracy {metrics['accuracy']:.2%} on {metrics['n_images']} images "

@@ -10,7 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from semdefect.board.errors import ModelError
 from semdefect.board.files import write_json_atomic, write_text_atomic
+from semdefect.board.runtime import Classifier
+from semdefect.config import Config
+from semdefect.data.dataset import LoadedSplit
 from semdefect.evaluation.calibration import plot_reliability, reliability_bins
 from semdefect.evaluation.figures import pyplot, save_png
 from semdefect.evaluation.metrics import format_table
@@ -54,6 +58,30 @@ def write_reports(scored: Scored, paths_in: Sequence[Path], labels: np.ndarray, 
         "![confusion matrix](confusion_matrix.png) ![reliability](reliability.png) "
         "![risk-coverage](risk_coverage.png)", ""]))
     return paths
+
+
+def write_html_report(scored: Scored, loaded: LoadedSplit, written: dict[str, Path], cfg: Config,
+                      classifier: Classifier, cam_path: Path | None) -> Path:
+    """report.html beside the other files; heat maps from the model itself when it is Keras, else from `cam_path`."""
+    from semdefect.pages.report import build_report
+
+    cam_model, note = None, ""
+    if cam_path is not None:
+        from semdefect.training.model import KerasClassifier
+
+        cam = KerasClassifier(cam_path)
+        if (cam.class_names, cam.prep) != (classifier.class_names, classifier.prep):
+            raise ModelError(f"--cam-model {cam_path}: other classes or preprocessing than {classifier.path}; "
+                             "give the .keras model it was made from")
+        cam_model, note = cam.model, f"Heat maps: Grad-CAM of {cam_path.name}, the predicted class."
+    elif Path(classifier.path).suffix == ".keras":
+        cam_model, note = classifier.model, "Heat maps: Grad-CAM of the predicted class."  # type: ignore[attr-defined]
+    else:
+        note = ("No heat maps: this is not a Keras model; give the .keras file it was made from with --cam-model.")
+    plots = {"reliability": written["reliability"], "risk-coverage": written["risk_coverage"]}
+    path = Path(written["report"]).with_name("report.html")
+    write_text_atomic(path, build_report(scored, loaded, plots, cfg.report, cam_model, note))
+    return path
 
 
 def write_predictions(scored: Scored, paths: Sequence[Path], labels: np.ndarray, out: Path) -> None:
