@@ -1,6 +1,7 @@
 """The labelling page (label_images.py) in a real headless Chromium, and `apply`."""
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 from browser import console_errors, start, wait_for_file
 from conftest import TINY_SIZE, assert_one_line_error
 from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 import adapt_model
+import evaluate_model
 import label_images
 from semdefect.training.model import KerasClassifier
 
@@ -50,9 +54,6 @@ def test_labelling_page_labels_by_key_and_new_class_saves_and_reopens(tmp_path, 
     profile, downloads = tmp_path / "profile", tmp_path / "downloads"
     driver = start(profile, downloads)
     try:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-
         driver.get(page.as_uri())
         assert driver.find_element(By.ID, "path").text == str(images[1])  # the review row comes first
         body = driver.find_element(By.TAG_NAME, "body")
@@ -76,8 +77,6 @@ def test_labelling_page_labels_by_key_and_new_class_saves_and_reopens(tmp_path, 
 
     driver = start(profile, downloads)  # the same browser profile: the labels are still there
     try:
-        from selenium.webdriver.common.by import By
-
         driver.get(page.as_uri())
         assert "4 of 6 labelled" in driver.find_element(By.ID, "progress").text
         buttons = [b.get_attribute("data-name") for b in driver.find_elements(By.CSS_SELECTOR, "#classes button")]
@@ -101,9 +100,6 @@ def test_saved_labels_teach_adapt_model_a_new_class(trained, tmp_path):
     downloads = tmp_path / "downloads"
     driver = start(tmp_path / "profile", downloads)
     try:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-
         driver.get(page.as_uri())
         assert "Model: " in driver.find_element(By.ID, "guess").text  # the model's top 3 beside the image
         body = driver.find_element(By.TAG_NAME, "body")
@@ -152,11 +148,6 @@ def open_report(tmp_path, folder):
 
 @pytest.mark.slow
 def test_report_gallery_holds_the_misclassified_images_and_a_cell_click_filters_it(trained, tmp_path):
-    import json
-
-    import evaluate_model
-    from selenium.webdriver.common.by import By
-
     out = tmp_path / "eval"
     assert evaluate_model.main(["--model", str(trained["keras"]), "--out", str(out), *trained["overrides"]]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -192,10 +183,7 @@ def test_report_gallery_holds_the_misclassified_images_and_a_cell_click_filters_
 
 
 @pytest.mark.slow
-def test_report_of_an_onnx_model_has_heat_maps_only_with_cam_model_and_caps_inlined_images(trained, tmp_path, capsys):
-    import evaluate_model
-    from selenium.webdriver.common.by import By
-
+def test_onnx_report_has_heat_maps_only_with_cam_model_and_caps_inlined_images(trained, tmp_path, capsys):
     plain, with_cam = tmp_path / "plain", tmp_path / "cam"
     assert evaluate_model.main(["--model", str(trained["onnx"]), "--out", str(plain), *trained["overrides"],
                                 "report.max_images=3"]) == 0
