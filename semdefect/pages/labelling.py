@@ -17,7 +17,7 @@ from pathlib import Path
 
 from semdefect.pages.images import data_uri
 
-IMAGE_SIDE = 512  # pixels of the longest side an image is shown at
+IMAGE_SIDE = 384  # pixels of the longest side an image is stored at (shown at 512: the page stays small)
 
 
 @dataclass
@@ -39,12 +39,16 @@ def page_key(items: list[LabelItem]) -> str:
 def build_labelling_page(items: list[LabelItem], classes: list[str], title: str) -> str:
     """The page's HTML; `classes` are offered as buttons (the model's classes), in that order."""
     data = {"key": page_key(items), "classes": classes, "items": [
-        {"path": str(item.path), "name": item.path.name, "src": data_uri(item.path, IMAGE_SIDE),
+        {"path": str(item.path), "name": item.path.name,
          "top3": [[name, round(p, 4)] for name, p in item.top3], "score": item.score, "decision": item.decision}
         for item in items]}
     # "</" inside a script element would end it early; JSON allows the escaped form
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
-    return PAGE.replace("{{title}}", html.escape(title)).replace("{{data}}", payload)
+    # each image in an element of its own, read when shown: opening the page parses no image (lazy loading)
+    images = "\n".join(f'<script type="text/plain" id="image-{i}">{data_uri(item.path, IMAGE_SIDE) or ""}</script>'
+                        for i, item in enumerate(items))
+    return (PAGE.replace("{{title}}", html.escape(title)).replace("{{data}}", payload)
+            .replace("{{images}}", images))
 
 
 PAGE = """<!DOCTYPE html>
@@ -90,6 +94,7 @@ aside { flex: 1; min-width: 18em; }
   </aside>
 </main>
 <script type="application/json" id="data">{{data}}</script>
+{{images}}
 <script>
 "use strict";
 const data = JSON.parse(document.getElementById("data").textContent);
@@ -108,9 +113,10 @@ function show() {
   const item = items[index];
   const view = document.getElementById("view");
   view.textContent = "";
-  if (item.src) {
+  const src = document.getElementById("image-" + index).textContent;
+  if (src) {
     const image = document.createElement("img");
-    image.src = item.src;
+    image.src = src;
     image.alt = item.name;
     view.appendChild(image);
   } else {
