@@ -18,7 +18,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 REQUIRED = {"id": str, "area": str, "option": str, "description": str, "protocol": str, "baseline": str,
             "figures": dict, "adopted": bool, "status": str, "command": (str, type(None)), "notes": str,
             "source": str}
-AREAS = {"accuracy", "edge-speed", "data-tools", "synthetic", "review", "adaptation"}
+AREAS = {"accuracy", "edge-speed", "data-tools", "synthetic", "review", "adaptation", "pages"}
 STATUSES = {"default", "kept as option", "removed"}
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
