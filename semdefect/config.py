@@ -126,7 +126,6 @@ class Adapt:
     epochs: int = key(low=0)
     learning_rate: float = key(low=1e-7, high=1.0)
     new_share: float = key(low=0.05, high=0.95)
-    balance_classes: bool = key()
     base_per_class: int = key(low=0)
     pseudo_labels: bool = key()
     pseudo_share: float = key(low=0.01, high=1.0)

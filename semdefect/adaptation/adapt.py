@@ -121,16 +121,6 @@ def with_new(fitted: Images, new: Images, share: float) -> Images:
     return Images(np.concatenate([fitted.x, *[new.x] * repeats]), np.concatenate([fitted.y, *[new.y] * repeats]))
 
 
-def class_balanced(images: Images, seed: int) -> Images:
-    """`images` with each class's images repeated (drawn with replacement) to as many as the largest class has: every
-    class equally often, so a new class with five labelled images weighs as much as a known one with forty."""
-    rng = np.random.default_rng([seed, 51])
-    counts = np.bincount(images.y)
-    chosen = np.concatenate([np.concatenate([members, rng.choice(members, counts.max() - len(members))])
-                             for members in (np.flatnonzero(images.y == c) for c in np.flatnonzero(counts))])
-    return Images(images.x[chosen], images.y[chosen])
-
-
 def fine_tune(model: Any, mix: Images, cfg: Config, seed: int) -> None:
     import keras
 
@@ -208,7 +198,7 @@ class HeadData:
     def subset(self, keep: np.ndarray) -> HeadData:
         return HeadData(self.new[:, keep], self.new_y[keep], self.base, self.base_y)
 
-    def training_set(self, share: float, balance: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def training_set(self, share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every view of every image, weighted so that the labelled images make `share` of the loss (as the
         fine-tuning's mix repeats them to)."""
         views, n_new, n_base = self.new.shape[0], len(self.new_y), len(self.base_y)
@@ -216,9 +206,6 @@ class HeadData:
         x = np.concatenate([self.new.reshape(-1, self.new.shape[-1]), self.base.reshape(-1, self.new.shape[-1])])
         y = np.concatenate([np.tile(self.new_y, views), np.tile(self.base_y, views)])
         w = np.concatenate([np.full(views * n_new, w_new), np.full(views * n_base, w_base)])
-        if balance:  # every class the same total weight
-            counts = np.bincount(y)
-            w = 1.0 / counts[y]
         return x, y, (w * len(w) / w.sum()).astype(np.float32)
 
     def fitted_head(self, weights: np.ndarray, bias: np.ndarray, known: list[str], classes: list[str],
@@ -226,7 +213,7 @@ class HeadData:
         head = starting_head(weights, bias, known, classes, self.new[0], self.new_y)
         if not acfg.head_epochs:
             return head
-        x, y, w = self.training_set(acfg.new_share, acfg.balance_classes)
+        x, y, w = self.training_set(acfg.new_share)
         return fit_head(x, y, w, head, acfg.head_epochs, acfg.seed)
 
 
@@ -349,9 +336,7 @@ def adapt(base_path: Path, output: Path, labels: Labels | None, classes_mode: st
                      + (f" fitted on the features of {len(new)} labelled and {len(rehearsal)} base images"
                         if acfg.head_epochs else ""))
         if acfg.epochs:
-            mix = (class_balanced(rehearsal + new, acfg.seed) if acfg.balance_classes
-                   else with_new(rehearsal, new, acfg.new_share))
-            fine_tune(model, mix, cfg, acfg.seed)
+            fine_tune(model, with_new(rehearsal, new, acfg.new_share), cfg, acfg.seed)
             steps.append(f"fine-tuned on {len(new)} labelled and {len(rehearsal)} base images")
         if len(pool):
             pseudo = surest_answers(model, pool, acfg.pseudo_share)
