@@ -248,6 +248,22 @@ def serving_sources() -> str:
                      "leave-one-source-out mean"], rows)
 
 
+def newclasses_seed1() -> str:
+    """The new-classes protocol (make newclasses, seed 1, two draws): the shipped adaptation (last layer, then the
+    whole network fine-tuned) against the last layer alone (adapt.epochs=0)."""
+    rows = []
+    for name, option, results in (("last layer, then fine-tuning (default)", "", "newclasses_seed1"),
+                                  ("last layer only", "adapt.epochs=0", "newclasses_headonly_seed1")):
+        for r in load(results)["rows"]:
+            rows.append([f"{name} ({code(option)})" if option else name, ", ".join(r["left_out"]),
+                         f"{100 * r['random_new_accuracy_mean']:.1f} %", f"{100 * r['picked_new_accuracy_mean']:.1f} %",
+                         f"{100 * r['known_before_mean']:.1f} %",
+                         f"{100 * r['random_known_accuracy_mean']:.1f} / {100 * r['picked_known_accuracy_mean']:.1f} %",
+                         f"{r['random_seconds_mean']:.0f} / {r['picked_seconds_mean']:.0f} s"])
+    return markdown(["adaptation", "left out (new classes)", "new, 5 random/class", "new, 50 picked",
+                     "known before", "known after (random / picked)", "time (random / picked)"], rows)
+
+
 def duplicates_table() -> str:
     """The duplicate benchmark's runs: recall of planted near-duplicates by kind, false pairs, time of `check`."""
     kinds = ["resize", "crop", "jpeg", "contrast", "noise", "mixed"]
@@ -461,7 +477,7 @@ def experiments_table() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "results_summary": results_summary, "results_sem_multi": results_sem_multi, "pipeline_seed42": pipeline_table,
-    "serving_sources": serving_sources,
+    "serving_sources": serving_sources, "newclasses_seed1": newclasses_seed1,
     "duplicates": duplicates_table,
     "audit": audit_table, "sim_to_real": sim_to_real_table, "tried": tried_table, "screens": screens_table,
     "tta": tta_table, "synthetic": synthetic_table, "int8_profile": int8_profile_table,
