@@ -73,16 +73,22 @@ def from_folders(folder: Path) -> Labels:
     return ordered(folder, pairs)
 
 
+def read_csv(path: Path, option: str = "") -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (a byte-order mark allowed, as spreadsheets write it); errors name the file."""
+    name = f"{option} {path}".strip()
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+            return list(csv.reader(handle))
+    except OSError as exc:
+        raise DatasetError(f"{name}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{name}: not UTF-8 text") from None
+
+
 def from_csv(path: Path) -> Labels:
     """A labels.csv (UTF-8, header `path,label`); every row must name an existing image and a label."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise DatasetError(f"--labels {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"--labels {path}: not UTF-8 text") from None
+    rows = read_csv(path, "--labels")
     if not rows or [c.strip() for c in rows[0][:2]] != list(CSV_COLUMNS):
         raise DatasetError(f"--labels {path}: the first line must be the header '{','.join(CSV_COLUMNS)}'")
     seen: dict[Path, tuple[str, int]] = {}

@@ -40,7 +40,24 @@ log = logging.getLogger(__name__)
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
 
-class RowLog:
+class AppendLog:
+    """A file appended to a line at a time: flushed per line, synced on demand and when closed."""
+
+    handle: io.TextIOWrapper | None = None
+
+    def sync(self) -> None:
+        """Flushed lines survive a crash of this process; synced ones a power cut too."""
+        if self.handle is not None:
+            os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.sync()
+            self.handle.close()
+            self.handle = None
+
+
+class RowLog(AppendLog):
     """An append-only record of rows: one file, or numbered parts of at most `rotate_rows` rows each."""
 
     def __init__(self, path: Path, rotate_rows: int = 0):
@@ -48,7 +65,6 @@ class RowLog:
             raise SemdefectError(f"--output {path}: watching writes a .csv or .jsonl file (appended a row at a time)")
         self.path, self.rotate_rows = Path(path), rotate_rows
         self.jsonl = self.path.suffix.lower() == ".jsonl"
-        self.handle: io.TextIOWrapper | None = None
         self.number, self.rows_in_part = 1, 0  # the part being written, and its rows
 
     def parts(self) -> list[Path]:
@@ -101,17 +117,6 @@ class RowLog:
         if fresh and not self.jsonl:
             self.handle.write(",".join(COLUMNS) + "\n")
 
-    def sync(self) -> None:
-        """Flushed rows survive a crash of this process; synced ones a power cut too."""
-        if self.handle is not None:
-            os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.sync()
-            self.handle.close()
-            self.handle = None
-
 
 def row_line(row: Row, jsonl: bool) -> str:
     if jsonl:
@@ -136,12 +141,11 @@ def repair_torn_line(path: Path) -> None:
             log.warning("%s: cut a half-written last line (%d bytes) a crash left", path, len(data) - keep)
 
 
-class PathLog:
-    """--state without --output: the paths done, one per line, appended and flushed."""
+class PathLog(AppendLog):
+    """--state: the paths done, one per line, appended and flushed."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.handle: io.TextIOWrapper | None = None
 
     def recover(self) -> set[str]:
         if not self.path.exists():
@@ -155,16 +159,6 @@ class PathLog:
             self.handle = self.path.open("a", encoding="utf-8")
         self.handle.write(row.path + "\n")
         self.handle.flush()
-
-    def sync(self) -> None:
-        if self.handle is not None:
-            os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.sync()
-            self.handle.close()
-            self.handle = None
 
 
 @dataclass

@@ -13,7 +13,6 @@ usage: python label_images.py (DIR | rows.csv | picks.csv) --output labels.html 
 from __future__ import annotations
 
 import argparse
-import csv
 import filecmp
 import logging
 import re
@@ -128,16 +127,12 @@ def folder_items(folder: Path, model: Path | None) -> tuple[list[LabelItem], lis
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise DatasetError(f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not UTF-8 text") from None
-    if not rows or "path" not in rows[0]:
+    from semdefect.adaptation.labels import read_csv
+
+    header, *rows = read_csv(path) or [[]]
+    if "path" not in header or not rows:
         raise DatasetError(f"{path}: expected an infer_onnx.py CSV or a picks.csv (a 'path' column and rows)")
-    return rows
+    return [dict(zip(header, row)) for row in rows if any(row)]
 
 
 def parse_top3(text: str) -> list[tuple[str, float]]:
