@@ -17,6 +17,7 @@ The 1/255 scaling of the reference model is step 2, outside the graph: one less 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ RESIZE_FILTERS = {
     "area": Image.Resampling.BOX,
 }
 NORMALIZE_METHODS = ("none", "minmax")
+EXIF_FORMATS = ("JPEG", "MPO", "TIFF", "WEBP")  # formats whose files carry EXIF in their header
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the camera was held
 
 # Pillow's own bomb check must not warn first: we refuse by our own limit, with the file named.
@@ -123,8 +125,6 @@ def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:
     """Decode any supported image file into a 2-D float32 grey image in [0, 1]."""
     image: Image.Image  # Image.open gives an ImageFile; exif_transpose may give a plain Image
     try:
-        if Path(path).is_file() and Path(path).stat().st_size == 0:
-            raise ImageError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings (EXIF, ICC) are noise for one grey channel
             with Image.open(path) as image:
@@ -136,8 +136,11 @@ def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:
                     raise ImageError(f"{path}: image has no pixels ({width}x{height})")
                 image.seek(0)
                 image.load()
-                if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # turn as the camera was held; most files
-                    image = ImageOps.exif_transpose(image)          # have no tag, and a copy costs ~0.1 ms
+                # turn as the camera was held; most files have no EXIF at all, and parsing it costs what
+                # decoding a small PNG does, so it is read only where there is some
+                if (image.format in EXIF_FORMATS or "exif" in image.info) and \
+                        image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                    image = ImageOps.exif_transpose(image)
                 return to_gray_float(image)
     except ImageError:
         raise
@@ -148,11 +151,20 @@ def read_gray(path: Path, max_pixels: int = 100_000_000) -> np.ndarray:
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
+        if empty_file(path):  # asked only here: a stat per good file costs more than it tells
+            raise ImageError(f"{path}: empty file (0 bytes)") from None
         raise ImageError(f"{path}: not an image Pillow can read (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError,
             ZeroDivisionError, Image.DecompressionBombError) as exc:
         # Pillow's decoders report truncated or corrupt data with any of these.
         raise ImageError(f"{path}: cannot decode image: {exc}") from None
+
+
+def empty_file(path: Path) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def to_gray_float(image: Image.Image) -> np.ndarray:
