@@ -1,18 +1,19 @@
-"""Fine-tune a trained model on a few labelled images of a new source, without a full retraining (workstation side).
+"""Adapt a trained model with a few labelled images of a new source or of a fab's own classes, without a full
+retraining (workstation side).
 
-With labelled images, the classifier starts from the trained weights and takes `adapt.epochs` short epochs over a
-mix of the new source's labelled images, repeated so that they make `adapt.new_share` of every epoch, and up to
-`adapt.base_per_class` images per class of the original training data, so that the model keeps what it knew. With
-unlabelled images of the new source too (and `adapt.pseudo_labels`), a second round of as many epochs adds the
-ones the adapted model is surest of (the surest `adapt.pseudo_share` of those it gives each class), labelled with
-its answer. With unlabelled images only, no answer of the base model is good enough to learn from (on the held-out
-source of the protocol its surest half was 20 % right), so the weights stay and only the BatchNorm statistics are
-re-estimated on the new source's images: the one thing they tell without labels is what its images look like.
-The review head's neighbour bank is rebuilt from the labelled images the adapted model was fitted on; temperature
-and threshold are carried over from the base model, as there are no held-out labelled images of the new source to
-fit them on. docs/new-fab.md has the figures that chose all of this.
+The labelled images may name classes the model never learnt (`semdefect.adaptation.labels` says which classes the
+adapted model answers). Its last layer is rebuilt for that class list: a known class keeps its weights, a new one
+starts from the mean direction of its labelled images' features (weight imprinting); `adapt.head_epochs` can train
+that layer on the fixed features first. Then the whole network takes `adapt.epochs` short epochs over a mix of the
+labelled images, repeated so that they make `adapt.new_share` of every epoch, and up to `adapt.base_per_class` images
+per class of the original training data, so that the model keeps what it knew. With unlabelled images of the new
+source too (and `adapt.pseudo_labels`), a second round adds the ones the adapted model is surest of, labelled with its
+answer. With unlabelled images only, no answer of the base model is good enough to learn from (on the held-out source
+of the protocol its surest half was 20 % right), so the weights stay and only the BatchNorm statistics are
+re-estimated on the new source's images. The review head's neighbour bank is rebuilt from the images the adapted model
+was fitted on; temperature and threshold are refitted on the labelled images scored out of fold where there are
+enough of them, else carried over. docs/new-fab.md has the figures that chose all of this.
 """
-
 from __future__ import annotations
 
 import logging

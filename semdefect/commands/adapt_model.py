@@ -3,10 +3,10 @@ ones).
 
 The labelled images (class folders with --data, or --labels: a labels.csv `path,label` or Label Studio's JSON export)
 may name classes the model never learnt: --classes union (default) answers the model's classes and the new ones,
---classes labelled exactly the labelled classes (a fab's own taxonomy). The last layer is fitted on the model's
-features of the labelled images, mixed with a sample of the original training data (--base-data), then the whole
-network is fine-tuned on them; with adapt.pseudo_labels=true, once more with the unlabelled images (--unlabelled) the
-adapted model is surest of. With unlabelled images only, the weights stay and the BatchNorm statistics are
+--classes labelled exactly the labelled classes (a fab's own taxonomy). A new class's last-layer weights start from
+its labelled images' mean feature, then the whole network is fine-tuned on the labelled images mixed with a sample of
+the original training data (--base-data); with adapt.pseudo_labels=true, once more with the unlabelled images
+(--unlabelled) the adapted model is surest of. With unlabelled images only, the weights stay and the BatchNorm statistics are
 re-estimated on them. Writes a .keras model with its class names, preprocessing and review bin inside, ready for
 evaluate_model.py, export_onnx.py, quantize_onnx.py and export_tflite.py. Settings: the `adapt` section of
 config.yaml.
