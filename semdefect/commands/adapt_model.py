@@ -7,8 +7,8 @@ may name classes the model never learnt: --classes union (default) answers the m
 its labelled images' mean feature, then the whole network is fine-tuned on the labelled images mixed with a sample of
 the original training data (--base-data); with adapt.pseudo_labels=true, once more with the unlabelled images
 (--unlabelled) the adapted model is surest of. With unlabelled images only, the weights stay and the BatchNorm
-statistics are re-estimated on them. Writes a .keras model with its class names, preprocessing and review bin inside, ready for
-evaluate_model.py, export_onnx.py, quantize_onnx.py and export_tflite.py. Settings: the `adapt` section of
+statistics are re-estimated on them. Writes a .keras model with its class names, preprocessing and review bin inside,
+ready for evaluate_model.py, export_onnx.py, quantize_onnx.py and export_tflite.py. Settings: the `adapt` section of
 config.yaml.
 
 usage: python adapt_model.py --model BASE.keras [--data LABELLED_DIR | --labels labels.csv] [--classes union|labelled]
