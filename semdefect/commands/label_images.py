@@ -84,14 +84,16 @@ def read_source(source: Path, model: Path | None) -> tuple[list[LabelItem], list
         rows.sort(key=lambda r: int(r["rank"]) if r["rank"].isdigit() else 0)
     items, classes = [], []
     for row in rows:
-        guesses = parse_top3(row.get("top3", "")) or ([(row["label"], float(row["confidence"]))]
-                                                      if row.get("label") and row.get("confidence") else [])
+        try:
+            guesses = parse_top3(row.get("top3", "")) or ([(row["label"], float(row["confidence"]))]
+                                                          if row.get("label") and row.get("confidence") else [])
+            score = float(row["score"]) if row.get("score") else None
+        except ValueError as exc:
+            raise DatasetError(f"{source}: row of {row['path']}: not a number ({exc})") from None
         for name, _ in guesses:
             if name not in classes:
                 classes.append(name)
-        score = row.get("score") or None
-        items.append(LabelItem(image_path(row["path"], source), guesses, float(score) if score else None,
-                               row.get("decision") or None))
+        items.append(LabelItem(image_path(row["path"], source), guesses, score, row.get("decision") or None))
     return items, sorted(classes)
 
 
