@@ -249,13 +249,14 @@ def serving_sources() -> str:
 
 
 def newclasses_seed1() -> str:
-    """The new-classes protocol (make newclasses, seed 1, two draws): the shipped adaptation (new classes from their
-    images' mean feature, then the whole network fine-tuned) against a last layer trained first, and alone."""
+    """The new-classes protocol (make newclasses, seed 1, two draws): the shipped adaptation (last layer trained on
+    fixed features, then the whole network fine-tuned) against new classes left untrained at their images' mean
+    feature before the fine-tuning, and against the last layer alone."""
     rows = []
-    for name, option, results in (("mean features, then fine-tuning (default)", "", "newclasses_imprint_seed1"),
-                                  ("last layer trained, then fine-tuning", "adapt.head_epochs=30",
-                                   "newclasses_seed1"),
-                                  ("last layer trained, no fine-tuning", "adapt.head_epochs=30 adapt.epochs=0",
+    for name, option, results in (("last layer trained, then fine-tuning (default)", "", "newclasses_seed1"),
+                                  ("mean features untrained, then fine-tuning", "adapt.head_epochs=0",
+                                   "newclasses_imprint_seed1"),
+                                  ("last layer trained, no fine-tuning", "adapt.epochs=0",
                                    "newclasses_headonly_seed1")):
         for r in load(results)["rows"]:
             rows.append([f"{name} ({code(option)})" if option else name, ", ".join(r["left_out"]),

@@ -169,7 +169,7 @@ def test_the_review_bin_is_refitted_on_held_out_answers_when_labels_allow(traine
                              split="train")
     out = tmp_path / "adapted.keras"
     code = adapt_model.main(["--model", str(trained["keras"]), "--data", str(folder), "--output", str(out),
-                             *overrides(trained), "adapt.epochs=0", "adapt.head_epochs=3"])  # the last layer only
+                             *overrides(trained), "adapt.epochs=0"])  # the last layer only
     assert code == 0, capsys.readouterr().err
     review = KerasClassifier(out).metadata.review
     assert review.held_out == 24 and review != KerasClassifier(trained["keras"]).metadata.review

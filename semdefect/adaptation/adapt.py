@@ -3,8 +3,9 @@ retraining (workstation side).
 
 The labelled images may name classes the model never learnt (`semdefect.adaptation.labels` says which classes the
 adapted model answers). Its last layer is rebuilt for that class list: a known class keeps its weights, a new one
-starts from the mean direction of its labelled images' features (weight imprinting); `adapt.head_epochs` can train
-that layer on the fixed features first. Then the whole network takes `adapt.epochs` short epochs over a mix of the
+starts from the mean direction of its labelled images' features (weight imprinting), and `adapt.head_epochs` train
+that layer on the model's fixed features first (a new column left untrained draws too many answers). Then the whole
+network takes `adapt.epochs` short epochs over a mix of the
 labelled images, repeated so that they make `adapt.new_share` of every epoch, and up to `adapt.base_per_class` images
 per class of the original training data, so that the model keeps what it knew. With unlabelled images of the new
 source too (and `adapt.pseudo_labels`), a second round adds the ones the adapted model is surest of, labelled with its
