@@ -153,6 +153,7 @@ def image_path(text: str, csv_file: Path) -> Path:
 def apply_labels(labels_file: Path, output: Path) -> int:
     """Copy every labelled image into output/<label>/; a file of the same name and other content gets a suffix."""
     from semdefect.adaptation.labels import read_labels
+    from semdefect.board.files import atomic_path
 
     labels = read_labels(labels_file)
     copied = 0
@@ -163,6 +164,7 @@ def apply_labels(labels_file: Path, output: Path) -> int:
         while target.exists() and not filecmp.cmp(target, path, shallow=False):
             target, n = folder / f"{path.stem}-{n}{path.suffix}", n + 1
         if not target.exists():
-            shutil.copy2(path, target)
+            with atomic_path(target) as tmp:  # a stop mid-copy leaves no half image in a class folder
+                shutil.copy2(path, tmp)
             copied += 1
     return copied
