@@ -5,15 +5,15 @@ The labelled images may name classes the model never learnt (`semdefect.adaptati
 adapted model answers). Its last layer is rebuilt for that class list: a known class keeps its weights, a new one
 starts from the mean direction of its labelled images' features (weight imprinting), and `adapt.head_epochs` train
 that layer on the model's fixed features first (a new column left untrained draws too many answers). Then the whole
-network takes `adapt.epochs` short epochs over a mix of the
-labelled images, repeated so that they make `adapt.new_share` of every epoch, and up to `adapt.base_per_class` images
-per class of the original training data, so that the model keeps what it knew. With unlabelled images of the new
-source too (and `adapt.pseudo_labels`), a second round adds the ones the adapted model is surest of, labelled with its
-answer. With unlabelled images only, no answer of the base model is good enough to learn from (on the held-out source
-of the protocol its surest half was 20 % right), so the weights stay and only the BatchNorm statistics are
-re-estimated on the new source's images. The review head's neighbour bank is rebuilt from the images the adapted model
-was fitted on; temperature and threshold are refitted on the labelled images scored out of fold where there are
-enough of them, else carried over. docs/new-fab.md has the figures that chose all of this.
+network takes `adapt.epochs` short epochs over a mix of the labelled images, repeated so that they make
+`adapt.new_share` of every epoch, and up to `adapt.base_per_class` images per class of the original training data, so
+that the model keeps what it knew. With unlabelled images of the new source too (and `adapt.pseudo_labels`), a second
+round adds the ones the adapted model is surest of, labelled with its answer. With unlabelled images only, no answer
+of the base model is good enough to learn from (on the held-out source of the protocol its surest half was 20 %
+right), so the weights stay and only the BatchNorm statistics are re-estimated on the new source's images. The review
+head's neighbour bank is rebuilt from the images the adapted model was fitted on; temperature and threshold are
+refitted on the labelled images scored out of fold where there are enough of them, else carried over. docs/new-fab.md
+has the figures that chose all of this.
 """
 from __future__ import annotations
 
@@ -31,9 +31,14 @@ from semdefect.board.files import find_images
 from semdefect.board.images import Preprocess, load_image
 from semdefect.config import Adapt, Config
 from semdefect.data.dataset import LabelledFiles, list_labelled_files, load_files, split_folder
-from semdefect.evaluation.selective import fit_review
+from semdefect.evaluation.selective import fit_review, softmax
 
 log = logging.getLogger(__name__)
+
+HEAD_LEARNING_RATE = 1e-3  # Adam on the last layer alone, over fixed features
+REVIEW_FOLDS = 5
+REVIEW_MIN_PER_CLASS = 2  # a labelled class needs an image left to learn from when one is held out
+REVIEW_MIN_IMAGES = 20  # fewer held-out answers than this say too little about a threshold
 
 
 @dataclass
@@ -250,17 +255,6 @@ def cross_fitted(data: HeadData, weights: np.ndarray, bias: np.ndarray, known: l
     return probabilities, agreement
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    result: np.ndarray = z / z.sum(axis=1, keepdims=True)
-    return result
-
-
-REVIEW_FOLDS = 5
-REVIEW_MIN_PER_CLASS = 2  # a labelled class needs an image left to learn from when one is held out
-REVIEW_MIN_IMAGES = 20  # fewer held-out answers than this say too little about a threshold
-
-
 def with_head(model: Any, head: tuple[np.ndarray, np.ndarray]) -> Any:
     """`model` with a new last layer (same name, `probabilities`) holding `head`'s weights."""
     import keras
@@ -278,9 +272,6 @@ def view_features(extractor: Any, x: np.ndarray, count: int, zoom: float, seed: 
 
     rng = np.random.default_rng([seed, 31])
     return np.stack([features_of(extractor, x if i == 0 else augment_batch(x, rng, zoom)) for i in range(count)])
-
-
-HEAD_LEARNING_RATE = 1e-3
 
 
 def adapt(base_path: Path, output: Path, labels: Labels | None, classes_mode: str, base_data: Path | None,

@@ -32,7 +32,7 @@ from pathlib import Path
 from .cli import EXIT_CHECK_FAILED, command_parser, run_stage, setup_logging
 from .errors import SemdefectError
 from .files import find_images
-from .inference import Row, classify, error_row, format_top3, write_rows
+from .inference import Row, classify, console_line, error_row, write_rows
 from .runtime import open_classifier
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,7 @@ def run_and_print(results: Iterable[Row], total: int, quiet: bool) -> list[Row]:
     for row in results:
         rows.append(row)
         if not quiet:
-            print(f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}\t{row.decision}"
-                  if row.status == "ok"
-                  else f"{row.path}\tERROR\t{row.error}", flush=True)
+            print(console_line(row), flush=True)
     return rows
 
 

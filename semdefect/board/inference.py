@@ -87,19 +87,33 @@ def format_top3(top3: list[tuple[str, float]] | None) -> str:
     return " ".join(f"{name}:{p:.3f}" for name, p in top3 or [])
 
 
+def console_line(row: Row) -> str:
+    """The line printed for a row: tab-separated answer, or the error."""
+    if row.status != "ok":
+        return f"{row.path}\tERROR\t{row.error}"
+    return f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}\t{row.decision}"
+
+
+def json_record(r: Row) -> dict[str, object]:
+    """A row as JSON (`--output F.json` and the watch's JSON Lines)."""
+    return {"path": r.path, "label": r.label, "confidence": r.confidence,
+            "top3": [{"label": n, "confidence": p} for n, p in r.top3 or []],
+            "status": r.status, "error": r.error, "decision": r.decision, "score": r.score}
+
+
+def csv_fields(r: Row) -> list[str]:
+    """A row's CSV fields, in COLUMNS order."""
+    return [r.path, r.label, "" if r.confidence is None else f"{r.confidence:.4f}", format_top3(r.top3), r.status,
+            r.error, r.decision, "" if r.score is None else f"{r.score:.4f}"]
+
+
 def write_rows(rows: Sequence[Row], path: Path) -> None:
     """CSV or JSON by the file's suffix, written atomically."""
     if path.suffix.lower() == ".json":
-        write_json_atomic(path, [{"path": r.path, "label": r.label, "confidence": r.confidence,
-                                  "top3": [{"label": n, "confidence": p} for n, p in r.top3 or []],
-                                  "status": r.status, "error": r.error, "decision": r.decision,
-                                  "score": r.score} for r in rows])
+        write_json_atomic(path, [json_record(r) for r in rows])
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for r in rows:
-        writer.writerow([r.path, r.label, "" if r.confidence is None else f"{r.confidence:.4f}",
-                         format_top3(r.top3), r.status, r.error, r.decision,
-                         "" if r.score is None else f"{r.score:.4f}"])
+    writer.writerows(csv_fields(r) for r in rows)
     write_text_atomic(path, buffer.getvalue())

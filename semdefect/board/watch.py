@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import SemdefectError
 from .files import is_image_name
-from .inference import COLUMNS, Row, classify, format_top3
+from .inference import COLUMNS, Row, classify, console_line, csv_fields, json_record
 from .runtime import Classifier
 
 log = logging.getLogger(__name__)
@@ -120,14 +120,9 @@ class RowLog(AppendLog):
 
 def row_line(row: Row, jsonl: bool) -> str:
     if jsonl:
-        return json.dumps({"path": row.path, "label": row.label, "confidence": row.confidence,
-                           "top3": [{"label": n, "confidence": p} for n, p in row.top3 or []],
-                           "status": row.status, "error": row.error, "decision": row.decision, "score": row.score},
-                          ensure_ascii=False) + "\n"
+        return json.dumps(json_record(row), ensure_ascii=False) + "\n"
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(
-        [row.path, row.label, "" if row.confidence is None else f"{row.confidence:.4f}", format_top3(row.top3),
-         row.status, row.error, row.decision, "" if row.score is None else f"{row.score:.4f}"])
+    csv.writer(buffer, lineterminator="\n").writerow(csv_fields(row))
     return buffer.getvalue()
 
 
@@ -246,5 +241,4 @@ class Watcher:
             self.counts["error" if row.status == "error" else "ok"] += 1
             self.counts["review"] += row.decision == "review"
             if not self.quiet:
-                print(f"{row.path}\t{row.label}\t{row.confidence:.3f}\t{format_top3(row.top3)}\t{row.decision}"
-                      if row.status == "ok" else f"{row.path}\tERROR\t{row.error}", flush=True)
+                print(console_line(row), flush=True)

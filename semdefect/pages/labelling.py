@@ -10,12 +10,11 @@ network: the images are inside the page, so it works from a `file://` URL on an 
 from __future__ import annotations
 
 import hashlib
-import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from semdefect.pages.images import data_uri
+from semdefect.pages.template import fill
 
 IMAGE_SIDE = 384  # pixels of the longest side an image is stored at (shown at 512: the page stays small)
 
@@ -42,14 +41,10 @@ def build_labelling_page(items: list[LabelItem], classes: list[str], title: str)
         {"path": str(item.path), "name": item.path.name,
          "top3": [[name, round(p, 4)] for name, p in item.top3], "score": item.score, "decision": item.decision}
         for item in items]}
-    # "</" inside a script element would end it early; JSON allows the escaped form
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
     # each image in an element of its own, read when shown: opening the page parses no image (lazy loading)
     images = "\n".join(f'<script type="text/plain" id="image-{i}">{data_uri(item.path, IMAGE_SIDE) or ""}</script>'
                         for i, item in enumerate(items))
-    return (PAGE.replace("{{title}}", html.escape(title)).replace("{{data}}", payload)
-            .replace("{{images}}", images))
-
+    return fill(PAGE, title, data, images=images)
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -11,9 +11,7 @@ then those sent to review, then the rest; the others are listed by path. No netw
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from semdefect.config import Report
 from semdefect.data.dataset import LoadedSplit
 from semdefect.evaluation.scoring import Scored
 from semdefect.pages.images import JPEG_QUALITY, data_uri
+from semdefect.pages.template import fill
 
 
 def inline_order(correct: np.ndarray, decisions: list[str]) -> np.ndarray:
@@ -76,9 +75,7 @@ def build_report(scored: Scored, loaded: LoadedSplit, plots: dict[str, Path], rc
     data = {"classes": names, "summary": summary, "confusion": metrics["confusion_matrix"],
             "per_class": [[n, metrics["per_class"][n], selective["per_class"][n]] for n in names],
             "images": images, "plots": {name: png_uri(path) for name, path in plots.items()}}
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
-    title = f"Evaluation of {Path(metrics['model']).name}"
-    return PAGE.replace("{{title}}", html.escape(title)).replace("{{data}}", payload)
+    return fill(PAGE, f"Evaluation of {Path(metrics['model']).name}", data)
 
 
 PAGE = """<!DOCTYPE html>
